@@ -1,0 +1,40 @@
+// The one base error of raftkv. Every error a caller can meet carries a stable, machine-readable
+// `code`; later layers map each code to one gRPC status. This module is pure (the Raft core uses it).
+
+export type ErrorCode =
+  | 'NOT_LEADER'
+  | 'UNCOMMITTED_LIMIT'
+  | 'INVALID_ARGUMENT'
+  | 'NO_QUORUM'
+  | 'TIMEOUT'
+  | 'UNAVAILABLE'
+  | 'INTERNAL';
+
+export class RaftKvError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** A proposal or read reached a node that is not the leader. `leader` is 0 when none is known. */
+export class NotLeaderError extends RaftKvError {
+  readonly leader: number;
+  constructor(leader: number, message?: string) {
+    super('NOT_LEADER', message ?? (leader ? `not the leader; the leader is node ${leader}` : 'not the leader; no leader is known'));
+    this.leader = leader;
+  }
+}
+
+/** A limit was reached. The message names the limit and its value. */
+export class LimitError extends RaftKvError {
+  readonly limit: string;
+  readonly value: number;
+  constructor(code: ErrorCode, limit: string, value: number, detail: string) {
+    super(code, `${detail} (limit ${limit}=${value})`);
+    this.limit = limit;
+    this.value = value;
+  }
+}

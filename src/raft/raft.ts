@@ -1,0 +1,755 @@
+// The Raft consensus core: a synchronous, deterministic state machine. Messages, ticks and proposals
+// go in; a Ready batch (state to persist, messages to send, entries to apply) comes out, and the
+// caller acknowledges it with advance(). Nothing here reads a clock, awaits, or does I/O; all
+// randomness comes from the Rng in the config. See types.ts for the persistence contract.
+
+import { LimitError, NotLeaderError } from '../errors.js';
+import { RaftLog } from './log.js';
+import { Progress } from './progress.js';
+import {
+  DEFAULT_MAX_APPEND_BYTES,
+  DEFAULT_MAX_INFLIGHT_MESSAGES,
+  DEFAULT_MAX_UNCOMMITTED_BYTES,
+  NONE,
+  type AppendRequest,
+  type AppendResponse,
+  type Entry,
+  type HardState,
+  type HeartbeatRequest,
+  type Message,
+  type NodeId,
+  type RaftConfig,
+  type Ready,
+  type Rng,
+  type Role,
+  type SoftState,
+  type VoteRequest,
+  type VoteResponse,
+} from './types.js';
+
+const EMPTY: Uint8Array = new Uint8Array(0);
+
+export interface RaftStatus {
+  readonly id: NodeId;
+  readonly role: Role;
+  readonly term: number;
+  readonly vote: NodeId;
+  readonly leader: NodeId;
+  readonly commitIndex: number;
+  readonly appliedIndex: number;
+  readonly lastIndex: number;
+  /** Ticks since this node last heard from a leader (for a leader: since its last quorum check). */
+  readonly electionElapsedTicks: number;
+  /** For a leader: each follower's match index. */
+  readonly progress?: ReadonlyMap<NodeId, { match: number; next: number; state: string }>;
+}
+
+export class Raft {
+  readonly id: NodeId;
+  private readonly voters: readonly NodeId[];
+  private readonly quorum: number;
+  private readonly electionTimeoutTicks: number;
+  private readonly heartbeatIntervalTicks: number;
+  private readonly preVote: boolean;
+  private readonly checkQuorum: boolean;
+  private readonly maxAppendBytes: number;
+  private readonly maxInflightMessages: number;
+  private readonly maxUncommittedBytes: number;
+  private readonly rng: Rng;
+
+  private _term = 0;
+  private _vote: NodeId = NONE;
+  private _role: Role = 'follower';
+  private _leader: NodeId = NONE;
+  private readonly log: RaftLog;
+
+  /** Ticks since the last reset: for followers, since they heard from a leader. */
+  private electionElapsed = 0;
+  private heartbeatElapsed = 0;
+  /** Drawn from [electionTimeoutTicks, 2 * electionTimeoutTicks) on every reset. */
+  private randomizedElectionTimeout = 0;
+  /**
+   * A node that has just started cannot know whether a leader it used to follow is still live, so it
+   * refuses votes for one election timeout as if it had heard from one (keeps leader leases safe
+   * across restarts).
+   */
+  private startupQuiet = true;
+
+  /** Votes received in the current (pre-)campaign. */
+  private readonly votes = new Map<NodeId, boolean>();
+  /** Leader only: replication state per follower. */
+  private readonly progress = new Map<NodeId, Progress>();
+  /** Leader only: bytes of entry data proposed in this term and not yet committed. */
+  private uncommittedBytes = 0;
+  /** Leader only: index of this term's no-op; entries after it count toward uncommittedBytes. */
+  private leaderStartIndex = 0;
+
+  private msgs: Message[] = [];
+  private msgsAfterPersist: Message[] = [];
+  private prevHardState: HardState;
+  private prevSoftState: SoftState;
+  private readyPending = false;
+
+  // For invariant checks: values that must never go backwards.
+  private highestCommitSeen = 0;
+  private highestTermSeen = 0;
+
+  constructor(config: RaftConfig) {
+    validateConfig(config);
+    this.id = config.id;
+    this.voters = [...config.peers];
+    this.quorum = Math.floor(this.voters.length / 2) + 1;
+    this.electionTimeoutTicks = config.electionTimeoutTicks;
+    this.heartbeatIntervalTicks = config.heartbeatIntervalTicks;
+    this.preVote = config.preVote ?? true;
+    this.checkQuorum = config.checkQuorum ?? true;
+    this.maxAppendBytes = config.maxAppendBytes ?? DEFAULT_MAX_APPEND_BYTES;
+    this.maxInflightMessages = config.maxInflightMessages ?? DEFAULT_MAX_INFLIGHT_MESSAGES;
+    this.maxUncommittedBytes = config.maxUncommittedBytes ?? DEFAULT_MAX_UNCOMMITTED_BYTES;
+    this.rng = config.rng;
+
+    const init = config.initial;
+    this.log = new RaftLog(init?.entries ?? [], init?.hardState.commit ?? 0, init?.applied ?? 0);
+    this._term = init?.hardState.term ?? 0;
+    this._vote = init?.hardState.vote ?? NONE;
+    this.prevHardState = { term: this._term, vote: this._vote, commit: this.log.committed };
+    this.prevSoftState = { leader: NONE, role: 'follower' };
+    this.highestCommitSeen = this.log.committed;
+    this.highestTermSeen = this._term;
+    this.becomeFollower(this._term, NONE);
+    this.startupQuiet = true;
+    this.checkInvariants();
+  }
+
+  // ---- inspection -----------------------------------------------------------------------------
+
+  get term(): number {
+    return this._term;
+  }
+  get vote(): NodeId {
+    return this._vote;
+  }
+  get role(): Role {
+    return this._role;
+  }
+  get leader(): NodeId {
+    return this._leader;
+  }
+  get commitIndex(): number {
+    return this.log.committed;
+  }
+  get appliedIndex(): number {
+    return this.log.applied;
+  }
+  get lastIndex(): number {
+    return this.log.lastIndex();
+  }
+  termAt(index: number): number | undefined {
+    return this.log.term(index);
+  }
+  entryAt(index: number): Entry | undefined {
+    return this.log.entry(index);
+  }
+
+  status(): RaftStatus {
+    const base = {
+      id: this.id,
+      role: this._role,
+      term: this._term,
+      vote: this._vote,
+      leader: this._leader,
+      commitIndex: this.log.committed,
+      appliedIndex: this.log.applied,
+      lastIndex: this.log.lastIndex(),
+      electionElapsedTicks: this.electionElapsed,
+    };
+    if (this._role !== 'leader') return base;
+    const progress = new Map<NodeId, { match: number; next: number; state: string }>();
+    for (const [id, pr] of this.progress) progress.set(id, { match: pr.match, next: pr.next, state: pr.state });
+    return { ...base, progress };
+  }
+
+  // ---- inputs ---------------------------------------------------------------------------------
+
+  /** Advances logical time by one tick. */
+  tick(): void {
+    if (this._role === 'leader') this.tickLeader();
+    else this.tickElection();
+    this.checkInvariants();
+  }
+
+  /** Starts an election now (as if the election timeout had fired). */
+  campaign(): void {
+    this.hup();
+    this.checkInvariants();
+  }
+
+  /**
+   * Appends proposals to the leader's log. The i-th proposal gets index `index + i`, all in `term`;
+   * each is committed once applied with that index and term (a different term there means it was lost
+   * to a leader change). Throws NotLeaderError on a non-leader and LimitError (UNCOMMITTED_LIMIT)
+   * when the uncommitted bytes would pass maxUncommittedBytes.
+   */
+  propose(data: Uint8Array | readonly Uint8Array[]): { index: number; term: number } {
+    if (this._role !== 'leader') throw new NotLeaderError(this._leader);
+    const items = data instanceof Uint8Array ? [data] : data;
+    if (items.length === 0) throw new RangeError('propose: nothing to propose');
+    let bytes = 0;
+    for (const d of items) bytes += d.length;
+    // A single proposal larger than the limit still goes through when nothing else is pending, so an
+    // oversized entry cannot wedge the leader forever.
+    if (this.uncommittedBytes > 0 && this.uncommittedBytes + bytes > this.maxUncommittedBytes) {
+      throw new LimitError(
+        'UNCOMMITTED_LIMIT',
+        'maxUncommittedBytes',
+        this.maxUncommittedBytes,
+        `proposal of ${bytes} bytes refused: ${this.uncommittedBytes} bytes already proposed and not yet committed`,
+      );
+    }
+    const first = this.log.lastIndex() + 1;
+    const entries: Entry[] = items.map((d, i) => ({ index: first + i, term: this._term, type: 'normal', data: d }));
+    this.log.append(entries);
+    this.uncommittedBytes += bytes;
+    this.bcastAppend(false);
+    this.checkInvariants();
+    return { index: first, term: this._term };
+  }
+
+  /** Delivers one message addressed to this node. */
+  step(m: Message): void {
+    if (m.to !== this.id) throw new Error(`step: message for ${m.to} delivered to ${this.id}`);
+    this.stepInner(m);
+    this.checkInvariants();
+  }
+
+  // ---- output ---------------------------------------------------------------------------------
+
+  hasReady(): boolean {
+    if (this.readyPending) return false;
+    return (
+      this.msgs.length > 0 ||
+      this.msgsAfterPersist.length > 0 ||
+      this.log.stableIndex < this.log.lastIndex() ||
+      this.log.committed > this.log.applied ||
+      !sameHardState(this.currentHardState(), this.prevHardState) ||
+      this.prevSoftState.leader !== this._leader ||
+      this.prevSoftState.role !== this._role
+    );
+  }
+
+  ready(): Ready {
+    if (this.readyPending) throw new Error('ready: the previous Ready has not been advanced');
+    this.readyPending = true;
+    const hs = this.currentHardState();
+    const ss: SoftState = { leader: this._leader, role: this._role };
+    const r: {
+      -readonly [K in keyof Ready]: Ready[K];
+    } = {
+      entries: this.log.unstableEntries(),
+      messages: this.msgs,
+      messagesAfterPersist: this.msgsAfterPersist,
+      committedEntries: this.log.entriesToApply(),
+    };
+    if (!sameHardState(hs, this.prevHardState)) r.hardState = hs;
+    if (ss.leader !== this.prevSoftState.leader || ss.role !== this.prevSoftState.role) r.softState = ss;
+    this.msgs = [];
+    this.msgsAfterPersist = [];
+    return r;
+  }
+
+  /** The caller has persisted, sent and applied everything in `r` (see the contract in types.ts). */
+  advance(r: Ready): void {
+    if (!this.readyPending) throw new Error('advance: no Ready is pending');
+    this.readyPending = false;
+    if (r.hardState) this.prevHardState = r.hardState;
+    if (r.softState) this.prevSoftState = r.softState;
+    const lastApplied = r.committedEntries[r.committedEntries.length - 1];
+    if (lastApplied) this.log.appliedTo(lastApplied.index);
+    const lastNew = r.entries[r.entries.length - 1];
+    if (lastNew) {
+      this.log.stableTo(lastNew.index, lastNew.term);
+      // The leader's own copy counts toward a commit only once it is durable.
+      if (this._role === 'leader') {
+        const self = this.progress.get(this.id)!;
+        if (self.maybeUpdate(this.log.stableIndex) && this.maybeCommit()) this.bcastAppend(true);
+      }
+    }
+    this.checkInvariants();
+  }
+
+  // ---- roles ----------------------------------------------------------------------------------
+
+  private reset(term: number): void {
+    if (term !== this._term) {
+      this._term = term;
+      this._vote = NONE;
+    }
+    this._leader = NONE;
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    this.startupQuiet = false;
+    this.randomizedElectionTimeout = this.electionTimeoutTicks + this.rng.int(this.electionTimeoutTicks);
+    this.votes.clear();
+    this.progress.clear();
+    this.uncommittedBytes = 0;
+  }
+
+  private becomeFollower(term: number, leader: NodeId): void {
+    this.reset(term);
+    this._role = 'follower';
+    this._leader = leader;
+  }
+
+  /** Thesis §9.6: a pre-candidate asks whether it could win before it disrupts anyone's term. */
+  private becomePreCandidate(): void {
+    this._role = 'pre-candidate';
+    this._leader = NONE;
+    this.votes.clear();
+    this.votes.set(this.id, true);
+  }
+
+  private becomeCandidate(): void {
+    this.reset(this._term + 1);
+    this._vote = this.id;
+    this._role = 'candidate';
+    this.votes.set(this.id, true);
+  }
+
+  private becomeLeader(): void {
+    this.reset(this._term);
+    this._role = 'leader';
+    this._leader = this.id;
+    const next = this.log.lastIndex() + 1;
+    for (const id of this.voters) this.progress.set(id, new Progress(id, next, this.maxInflightMessages));
+    const self = this.progress.get(this.id)!;
+    self.becomeReplicate();
+    self.maybeUpdate(this.log.stableIndex);
+    // §5.4.2 / §8: a no-op of the new term lets the leader commit (and learn) everything before it.
+    this.leaderStartIndex = next;
+    this.log.append([{ index: next, term: this._term, type: 'noop', data: EMPTY }]);
+    this.bcastAppend(true);
+  }
+
+  private hup(): void {
+    if (this._role === 'leader') return;
+    if (this.preVote) {
+      this.becomePreCandidate();
+      this.requestVotes('PreVote', this._term + 1);
+    } else {
+      this.becomeCandidate();
+      this.requestVotes('Vote', this._term);
+    }
+  }
+
+  private requestVotes(type: 'PreVote' | 'Vote', term: number): void {
+    if (this.tallyVotes() === 'won') {
+      this.onElectionWon(type);
+      return;
+    }
+    for (const to of this.voters) {
+      if (to === this.id) continue;
+      const m: VoteRequest = {
+        type,
+        from: this.id,
+        to,
+        term,
+        lastLogIndex: this.log.lastIndex(),
+        lastLogTerm: this.log.lastTerm(),
+      };
+      this.send(m);
+    }
+  }
+
+  private onElectionWon(type: 'PreVote' | 'Vote'): void {
+    if (type === 'PreVote') {
+      this.becomeCandidate();
+      this.requestVotes('Vote', this._term);
+    } else {
+      this.becomeLeader();
+    }
+  }
+
+  private tallyVotes(): 'won' | 'lost' | 'pending' {
+    let granted = 0;
+    let rejected = 0;
+    for (const v of this.votes.values()) {
+      if (v) granted++;
+      else rejected++;
+    }
+    if (granted >= this.quorum) return 'won';
+    if (rejected > this.voters.length - this.quorum) return 'lost';
+    return 'pending';
+  }
+
+  // ---- ticks ----------------------------------------------------------------------------------
+
+  private tickElection(): void {
+    this.electionElapsed++;
+    if (this.electionElapsed >= this.electionTimeoutTicks) this.startupQuiet = false;
+    if (this.electionElapsed >= this.randomizedElectionTimeout) {
+      this.electionElapsed = 0;
+      this.hup();
+    }
+  }
+
+  private tickLeader(): void {
+    this.heartbeatElapsed++;
+    this.electionElapsed++;
+    if (this.electionElapsed >= this.electionTimeoutTicks) {
+      this.electionElapsed = 0;
+      if (this.checkQuorum) {
+        // Thesis §6.2: a leader that has not heard from a majority within an election timeout
+        // steps down, so clients can find the real leader and a lease cannot outlive leadership.
+        if (!this.quorumActive()) {
+          this.becomeFollower(this._term, NONE);
+          return;
+        }
+        for (const pr of this.progress.values()) pr.recentActive = pr.id === this.id;
+      }
+    }
+    if (this.heartbeatElapsed >= this.heartbeatIntervalTicks) {
+      this.heartbeatElapsed = 0;
+      this.bcastHeartbeat();
+    }
+  }
+
+  private quorumActive(): boolean {
+    let active = 0;
+    for (const pr of this.progress.values()) if (pr.id === this.id || pr.recentActive) active++;
+    return active >= this.quorum;
+  }
+
+  // ---- messages -------------------------------------------------------------------------------
+
+  /**
+   * The persistence contract's sorting point: a leader's appends and heartbeats may leave before the
+   * current batch is durable; everything else (votes, vote requests, acknowledgements) must wait.
+   */
+  private send(m: Message): void {
+    if (m.type === 'App' || m.type === 'Heartbeat') this.msgs.push(m);
+    else this.msgsAfterPersist.push(m);
+  }
+
+  private inLease(): boolean {
+    return (
+      this.checkQuorum &&
+      (this._leader !== NONE || this.startupQuiet) &&
+      this.electionElapsed < this.electionTimeoutTicks
+    );
+  }
+
+  private stepInner(m: Message): void {
+    if (m.term > this._term) {
+      if ((m.type === 'PreVote' || m.type === 'Vote') && this.inLease()) {
+        // Thesis §4.2.3: we heard from a live leader within the minimum election timeout, so this
+        // campaign is from a node that cannot see it; do not let it disrupt us.
+        return;
+      }
+      if (m.type === 'PreVote') {
+        // A pre-vote never changes our term.
+      } else if (m.type === 'PreVoteResp' && m.granted) {
+        // A granted pre-vote carries the term we would campaign at; the term moves when we do.
+      } else if (m.type === 'App' || m.type === 'Heartbeat') {
+        this.becomeFollower(m.term, m.from);
+      } else {
+        this.becomeFollower(m.term, NONE);
+      }
+    } else if (m.term < this._term) {
+      if ((this.checkQuorum || this.preVote) && (m.type === 'App' || m.type === 'Heartbeat')) {
+        // A leader of an old term, cut off from a majority that moved on: tell it our term, or it would
+        // never learn (pre-vote keeps us from disrupting it, so nobody else will).
+        this.send({ type: 'AppResp', from: this.id, to: m.from, term: this._term, index: 0, reject: false });
+      } else if (m.type === 'PreVote') {
+        this.send({ type: 'PreVoteResp', from: this.id, to: m.from, term: this._term, granted: false });
+      }
+      return;
+    }
+
+    if (m.type === 'PreVote' || m.type === 'Vote') {
+      this.onVoteRequest(m);
+      return;
+    }
+    switch (this._role) {
+      case 'leader':
+        this.stepLeader(m);
+        break;
+      case 'candidate':
+      case 'pre-candidate':
+        this.stepCandidate(m);
+        break;
+      case 'follower':
+        this.stepFollower(m);
+        break;
+    }
+  }
+
+  /** §5.2, §5.4.1: grant at most one vote per term, and only to a log at least as up-to-date. */
+  private onVoteRequest(m: VoteRequest): void {
+    const canVote =
+      this._vote === m.from ||
+      (this._vote === NONE && this._leader === NONE) ||
+      (m.type === 'PreVote' && m.term > this._term);
+    const respType = m.type === 'PreVote' ? 'PreVoteResp' : 'VoteResp';
+    if (canVote && this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm)) {
+      // The response carries the requested term, so a pre-candidate can count it.
+      this.send({ type: respType, from: this.id, to: m.from, term: m.term, granted: true });
+      if (m.type === 'Vote') {
+        this.electionElapsed = 0;
+        this._vote = m.from;
+      }
+    } else {
+      this.send({ type: respType, from: this.id, to: m.from, term: this._term, granted: false });
+    }
+  }
+
+  private stepFollower(m: Message): void {
+    switch (m.type) {
+      case 'App':
+        this.electionElapsed = 0;
+        this._leader = m.from;
+        this.onAppend(m);
+        break;
+      case 'Heartbeat':
+        this.electionElapsed = 0;
+        this._leader = m.from;
+        this.onHeartbeat(m);
+        break;
+      default:
+        // Responses addressed to an earlier role of ours: nothing to do.
+        break;
+    }
+  }
+
+  private stepCandidate(m: Message): void {
+    const ownType = this._role === 'pre-candidate' ? 'PreVoteResp' : 'VoteResp';
+    switch (m.type) {
+      case 'App':
+        this.becomeFollower(m.term, m.from);
+        this.onAppend(m);
+        break;
+      case 'Heartbeat':
+        this.becomeFollower(m.term, m.from);
+        this.onHeartbeat(m);
+        break;
+      case 'PreVoteResp':
+      case 'VoteResp':
+        if (m.type !== ownType) break;
+        this.onVoteResponse(m);
+        break;
+      default:
+        break;
+    }
+  }
+
+  private onVoteResponse(m: VoteResponse): void {
+    this.votes.set(m.from, m.granted);
+    const result = this.tallyVotes();
+    if (result === 'won') this.onElectionWon(m.type === 'PreVoteResp' ? 'PreVote' : 'Vote');
+    else if (result === 'lost') this.becomeFollower(this._term, NONE);
+  }
+
+  /** §5.3: the consistency check, then append, then acknowledge (after persisting). */
+  private onAppend(m: AppendRequest): void {
+    const reply = (index: number, reject: boolean, hint?: AppendResponse['hint']): void => {
+      const resp: AppendResponse = { type: 'AppResp', from: this.id, to: m.from, term: this._term, index, reject };
+      this.send(hint ? { ...resp, hint } : resp);
+    };
+    if (m.prevIndex < this.log.committed) {
+      // Everything up to our commit index already matches any leader's log.
+      reply(this.log.committed, false);
+      return;
+    }
+    if (this.log.matchTerm(m.prevIndex, m.prevTerm)) {
+      const lastNew = this.log.appendFromLeader(m.prevIndex, m.entries);
+      this.log.commitTo(Math.min(m.commit, lastNew));
+      reply(lastNew, false);
+      return;
+    }
+    const ourTerm = this.log.term(m.prevIndex);
+    const hint =
+      ourTerm === undefined
+        ? { conflictTerm: 0, conflictIndex: this.log.lastIndex() + 1 }
+        : {
+            conflictTerm: ourTerm,
+            conflictIndex: Math.max(this.log.firstIndexOfTermAt(m.prevIndex), this.log.committed + 1),
+          };
+    reply(m.prevIndex, true, hint);
+  }
+
+  private onHeartbeat(m: HeartbeatRequest): void {
+    // The leader caps the commit index at our match index, so we hold every entry up to it.
+    this.log.commitTo(m.commit);
+    this.send({ type: 'HeartbeatResp', from: this.id, to: m.from, term: this._term });
+  }
+
+  private stepLeader(m: Message): void {
+    if (m.type !== 'AppResp' && m.type !== 'HeartbeatResp') return;
+    const pr = this.progress.get(m.from);
+    if (!pr || pr.id === this.id) return;
+    pr.recentActive = true;
+    if (m.type === 'HeartbeatResp') {
+      pr.probeSent = false;
+      // Lost appends must not stall a pipeline forever: let one more through per heartbeat.
+      if (pr.state === 'replicate' && pr.isPaused()) pr.freeOldest();
+      if (pr.match < this.log.lastIndex()) this.sendAppend(pr, true);
+      return;
+    }
+    if (m.reject) {
+      if (pr.maybeDecrTo(m.index, this.nextFromHint(m))) this.sendAppend(pr, true);
+      return;
+    }
+    const wasPaused = pr.isPaused();
+    if (!pr.maybeUpdate(m.index)) {
+      if (wasPaused && !pr.isPaused()) this.sendAppends(pr);
+      return;
+    }
+    if (pr.state === 'probe') pr.becomeReplicate();
+    if (this.maybeCommit()) this.bcastAppend(true);
+    else this.sendAppends(pr);
+  }
+
+  /** Fast backtracking: skip the follower's whole conflicting term in one round trip. */
+  private nextFromHint(m: AppendResponse): number {
+    const hint = m.hint;
+    if (!hint) return m.index;
+    if (hint.conflictTerm === 0) return hint.conflictIndex;
+    const ours = this.log.lastIndexOfTerm(hint.conflictTerm);
+    return ours > 0 ? ours + 1 : hint.conflictIndex;
+  }
+
+  /**
+   * §5.3, §5.4.2: commit the highest index stored on a majority, but only by counting replicas of
+   * an entry from the leader's current term; earlier entries are committed indirectly with it.
+   */
+  private maybeCommit(): boolean {
+    const matches: number[] = [];
+    for (const pr of this.progress.values()) matches.push(pr.match);
+    matches.sort((a, b) => b - a);
+    const candidate = matches[this.quorum - 1]!;
+    if (candidate <= this.log.committed || this.log.term(candidate) !== this._term) return false;
+    for (let i = Math.max(this.log.committed + 1, this.leaderStartIndex + 1); i <= candidate; i++) {
+      this.uncommittedBytes -= this.log.entry(i)!.data.length;
+    }
+    if (this.uncommittedBytes < 0) this.uncommittedBytes = 0;
+    this.log.commitTo(candidate);
+    return true;
+  }
+
+  private bcastAppend(sendIfEmpty: boolean): void {
+    for (const pr of this.progress.values()) {
+      if (pr.id === this.id) continue;
+      if (sendIfEmpty) this.sendAppend(pr, true);
+      this.sendAppends(pr);
+    }
+  }
+
+  /** Pipelining: keep sending while the follower's window has room and there is something to send. */
+  private sendAppends(pr: Progress): void {
+    while (this.sendAppend(pr, false)) {
+      if (pr.state !== 'replicate') break;
+    }
+  }
+
+  /**
+   * Sends one append (batching up to maxAppendBytes) unless the follower is paused. With
+   * sendIfEmpty, an append with no entries is sent to carry the commit index or to probe.
+   */
+  private sendAppend(pr: Progress, sendIfEmpty: boolean): boolean {
+    if (pr.isPaused()) return false;
+    const prevIndex = pr.next - 1;
+    const prevTerm = this.log.term(prevIndex);
+    if (prevTerm === undefined) throw new Error(`sendAppend: no term for index ${prevIndex}`);
+    const entries = this.log.slice(pr.next, this.log.lastIndex(), this.maxAppendBytes);
+    if (entries.length === 0 && !sendIfEmpty) return false;
+    const m: AppendRequest = {
+      type: 'App',
+      from: this.id,
+      to: pr.id,
+      term: this._term,
+      prevIndex,
+      prevTerm,
+      entries,
+      commit: this.log.committed,
+    };
+    this.send(m);
+    pr.sentAppend(prevIndex + entries.length, entries.length);
+    return true;
+  }
+
+  private bcastHeartbeat(): void {
+    for (const pr of this.progress.values()) {
+      if (pr.id === this.id) continue;
+      this.send({
+        type: 'Heartbeat',
+        from: this.id,
+        to: pr.id,
+        term: this._term,
+        commit: Math.min(pr.match, this.log.committed),
+      });
+    }
+  }
+
+  private currentHardState(): HardState {
+    return { term: this._term, vote: this._vote, commit: this.log.committed };
+  }
+
+  // ---- invariants -----------------------------------------------------------------------------
+
+  /** Throws if an internal invariant is broken; cheap enough to run after every input. */
+  checkInvariants(): void {
+    this.log.checkInvariants();
+    const fail = (what: string): never => {
+      throw new Error(`raft ${this.id} invariant broken: ${what}`);
+    };
+    if (this.log.committed < this.highestCommitSeen) fail(`commit went back to ${this.log.committed} from ${this.highestCommitSeen}`);
+    if (this._term < this.highestTermSeen) fail(`term went back to ${this._term} from ${this.highestTermSeen}`);
+    this.highestCommitSeen = this.log.committed;
+    this.highestTermSeen = this._term;
+    if (this.prevHardState.commit > this.log.lastIndex()) fail(`persisted commit ${this.prevHardState.commit} beyond the log`);
+    if ((this._role === 'leader' || this._role === 'candidate') && this._vote !== this.id) {
+      fail(`${this._role} in term ${this._term} has vote ${this._vote}`);
+    }
+    if (this._role === 'leader') {
+      if (this._leader !== this.id) fail(`leader with leader field ${this._leader}`);
+      if (this.log.term(this.leaderStartIndex) !== this._term) fail(`leader lost its own no-op at ${this.leaderStartIndex}`);
+      for (const pr of this.progress.values()) pr.checkInvariants();
+      if (this.progress.get(this.id)!.match > this.log.stableIndex) fail('leader counts a non-durable entry of its own');
+    } else if (this.progress.size > 0) {
+      fail(`${this._role} keeps replication progress`);
+    }
+  }
+}
+
+function sameHardState(a: HardState, b: HardState): boolean {
+  return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
+}
+
+function validateConfig(c: RaftConfig): void {
+  const bad = (what: string): never => {
+    throw new RangeError(`raft config: ${what}`);
+  };
+  if (!Number.isSafeInteger(c.id) || c.id <= 0) bad(`id must be a positive integer, got ${c.id}`);
+  if (!c.peers.includes(c.id)) bad(`peers must include this node's id ${c.id}`);
+  if (new Set(c.peers).size !== c.peers.length) bad('peers contain a duplicate id');
+  for (const p of c.peers) if (!Number.isSafeInteger(p) || p <= 0) bad(`peer id must be a positive integer, got ${p}`);
+  if (!Number.isInteger(c.electionTimeoutTicks) || c.electionTimeoutTicks < 2) bad('electionTimeoutTicks must be an integer >= 2');
+  if (!Number.isInteger(c.heartbeatIntervalTicks) || c.heartbeatIntervalTicks < 1 || c.heartbeatIntervalTicks >= c.electionTimeoutTicks) {
+    bad('heartbeatIntervalTicks must be an integer in [1, electionTimeoutTicks)');
+  }
+  for (const [name, v] of [
+    ['maxAppendBytes', c.maxAppendBytes],
+    ['maxInflightMessages', c.maxInflightMessages],
+    ['maxUncommittedBytes', c.maxUncommittedBytes],
+  ] as const) {
+    if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) bad(`${name} must be a positive integer, got ${v}`);
+  }
+  const init = c.initial;
+  if (init) {
+    const n = init.entries.length;
+    init.entries.forEach((e, k) => {
+      if (e.index !== k + 1) bad(`initial log is not dense at position ${k + 1} (index ${e.index})`);
+    });
+    if (init.hardState.commit > n) bad(`initial commit ${init.hardState.commit} beyond last index ${n}`);
+    if (init.applied > init.hardState.commit) bad(`initial applied ${init.applied} beyond commit ${init.hardState.commit}`);
+  }
+}

@@ -1,0 +1,177 @@
+// Types shared by the Raft core and its callers. Everything here is plain data: the core never
+// holds a reference to anything that does I/O.
+
+/** A voting member's id. Ids are positive integers; 0 means "none". */
+export type NodeId = number;
+export const NONE: NodeId = 0;
+
+export type Role = 'follower' | 'pre-candidate' | 'candidate' | 'leader';
+
+export type EntryType = 'normal' | 'noop';
+
+/**
+ * One log entry. Invariant: within a log, index is dense and increasing, and term never decreases
+ * along the log.
+ */
+export interface Entry {
+  readonly index: number;
+  readonly term: number;
+  readonly type: EntryType;
+  readonly data: Uint8Array;
+}
+
+/** What must be durable before votes or append acknowledgements leave the node. */
+export interface HardState {
+  readonly term: number;
+  /** Whom this node voted for in `term`, or NONE. */
+  readonly vote: NodeId;
+  /** Highest index known committed. Invariant: commit <= last index of the persisted log. */
+  readonly commit: number;
+}
+
+export interface SoftState {
+  readonly leader: NodeId;
+  readonly role: Role;
+}
+
+/** A hint carried by a rejected append, so the leader can skip a whole term per round trip. */
+export interface RejectHint {
+  /**
+   * The term of the follower's entry at the rejected previous index, or 0 when the follower's log is
+   * shorter than that index.
+   */
+  readonly conflictTerm: number;
+  /**
+   * With conflictTerm > 0: the first index the follower holds of conflictTerm.
+   * With conflictTerm = 0: the follower's last index + 1.
+   */
+  readonly conflictIndex: number;
+}
+
+interface MessageBase {
+  readonly from: NodeId;
+  readonly to: NodeId;
+  /** The sender's term; for PreVote and a granted PreVoteResp, the term the campaign would use. */
+  readonly term: number;
+}
+
+/** Asks for a (pre-)vote. */
+export interface VoteRequest extends MessageBase {
+  readonly type: 'PreVote' | 'Vote';
+  readonly lastLogIndex: number;
+  readonly lastLogTerm: number;
+}
+
+export interface VoteResponse extends MessageBase {
+  readonly type: 'PreVoteResp' | 'VoteResp';
+  readonly granted: boolean;
+}
+
+/** AppendEntries (§5.3). An append with no entries still carries the commit index. */
+export interface AppendRequest extends MessageBase {
+  readonly type: 'App';
+  readonly prevIndex: number;
+  readonly prevTerm: number;
+  readonly entries: readonly Entry[];
+  readonly commit: number;
+}
+
+export interface AppendResponse extends MessageBase {
+  readonly type: 'AppResp';
+  /** On success: the last index known to match the leader. On reject: the rejected prevIndex. */
+  readonly index: number;
+  readonly reject: boolean;
+  /** Present when reject is true. */
+  readonly hint?: RejectHint;
+}
+
+/** Keeps followers from campaigning and tells them the commit index (capped at their match). */
+export interface HeartbeatRequest extends MessageBase {
+  readonly type: 'Heartbeat';
+  readonly commit: number;
+}
+
+export interface HeartbeatResponse extends MessageBase {
+  readonly type: 'HeartbeatResp';
+}
+
+export type Message =
+  | VoteRequest
+  | VoteResponse
+  | AppendRequest
+  | AppendResponse
+  | HeartbeatRequest
+  | HeartbeatResponse;
+
+export type MessageType = Message['type'];
+
+/**
+ * A batch of work for the caller. The persistence contract, in order:
+ *
+ *  1. `messages` may be sent at once, before or while the batch is persisted. They are the leader's
+ *     appends and heartbeats: they depend only on state that was durable before this batch (the
+ *     leader's term was persisted before it asked for votes), and the leader counts its own log toward
+ *     a commit only once `advance` says it is durable.
+ *  2. `hardState` (if present) and `entries` (if any) are written in ONE atomic, synced write.
+ *     Writing `entries` whose first index is i replaces every persisted entry at index >= i.
+ *  3. Only then may `messagesAfterPersist` be sent: votes, vote requests, and append/heartbeat
+ *     acknowledgements all promise something about the durable state.
+ *  4. `committedEntries` are applied in order; the state machine stores its applied index with the
+ *     data it applies, atomically.
+ *  5. `advance(ready)` tells the core all of the above is done.
+ *
+ * `ready()` may not be called again before `advance()`; `step`, `tick` and `propose` may.
+ */
+export interface Ready {
+  readonly softState?: SoftState;
+  readonly hardState?: HardState;
+  readonly entries: readonly Entry[];
+  readonly messages: readonly Message[];
+  readonly messagesAfterPersist: readonly Message[];
+  readonly committedEntries: readonly Entry[];
+}
+
+/** A source of randomness; the core gets all of its randomness from here. */
+export interface Rng {
+  /** A uniformly distributed integer in [0, n). */
+  int(n: number): number;
+}
+
+/** What a node had durably stored when it (re)starts. */
+export interface InitialState {
+  readonly hardState: HardState;
+  /** The persisted log, dense, starting at index 1 (until snapshots exist). */
+  readonly entries: readonly Entry[];
+  /** The state machine's applied index. Invariant: applied <= hardState.commit. */
+  readonly applied: number;
+}
+
+export interface RaftConfig {
+  readonly id: NodeId;
+  /** Every voting member, this node included. */
+  readonly peers: readonly NodeId[];
+  /**
+   * Minimum election timeout in ticks. A follower's actual timeout is drawn from
+   * [electionTimeoutTicks, 2 * electionTimeoutTicks) each time it is reset.
+   */
+  readonly electionTimeoutTicks: number;
+  /** How often a leader sends heartbeats, in ticks. Must be < electionTimeoutTicks. */
+  readonly heartbeatIntervalTicks: number;
+  /** Pre-vote (thesis §9.6). Default true. */
+  readonly preVote?: boolean;
+  /** Check-quorum and vote refusal while a leader is known to be live (thesis §6.2). Default true. */
+  readonly checkQuorum?: boolean;
+  /** Limit: bytes of entry data in one append message (at least one entry is always sent). */
+  readonly maxAppendBytes?: number;
+  /** Limit: append messages in flight to one follower before the leader waits for replies. */
+  readonly maxInflightMessages?: number;
+  /** Limit: bytes of proposed but uncommitted entry data a leader accepts. */
+  readonly maxUncommittedBytes?: number;
+  readonly rng: Rng;
+  /** Durable state to start from; omitted for a brand-new node. */
+  readonly initial?: InitialState;
+}
+
+export const DEFAULT_MAX_APPEND_BYTES = 1024 * 1024;
+export const DEFAULT_MAX_INFLIGHT_MESSAGES = 256;
+export const DEFAULT_MAX_UNCOMMITTED_BYTES = 64 * 1024 * 1024;
