@@ -117,7 +117,8 @@ export class Raft {
     this.highestCommitSeen = this.log.committed;
     this.highestTermSeen = this._term;
     this.becomeFollower(this._term, NONE);
-    this.startupQuiet = true;
+    // A brand-new node (term 0) never followed anyone, so it has nobody's lease to respect.
+    this.startupQuiet = this._term > 0;
     this.checkInvariants();
   }
 
@@ -749,6 +750,8 @@ function validateConfig(c: RaftConfig): void {
     init.entries.forEach((e, k) => {
       if (e.index !== k + 1) bad(`initial log is not dense at position ${k + 1} (index ${e.index})`);
     });
+    const lastTerm = init.entries[n - 1]?.term ?? 0;
+    if (lastTerm > init.hardState.term) bad(`initial term ${init.hardState.term} is below the log's last term ${lastTerm}`);
     if (init.hardState.commit > n) bad(`initial commit ${init.hardState.commit} beyond last index ${n}`);
     if (init.applied > init.hardState.commit) bad(`initial applied ${init.applied} beyond commit ${init.hardState.commit}`);
   }
