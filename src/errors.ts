@@ -8,7 +8,14 @@ export type ErrorCode =
   | 'NO_QUORUM'
   | 'TIMEOUT'
   | 'UNAVAILABLE'
-  | 'INTERNAL';
+  | 'TOO_MANY_REQUESTS'
+  | 'INTERNAL'
+  /** The data directory holds data that fails validation (a gap in the log, an undecodable value). */
+  | 'STORE_CORRUPT'
+  /** The data directory is not ours: another cluster or node, not a raftkv store, unknown format. */
+  | 'STORE_MISMATCH'
+  /** The data directory cannot be used: missing (and creating was not allowed), locked, or I/O failed. */
+  | 'STORE_UNAVAILABLE';
 
 export class RaftKvError extends Error {
   readonly code: ErrorCode;
@@ -36,5 +43,13 @@ export class LimitError extends RaftKvError {
     super(code, `${detail} (limit ${limit}=${value})`);
     this.limit = limit;
     this.value = value;
+  }
+}
+
+/** The node's durable store refused to open or failed. The message names the data directory. */
+export class StoreError extends RaftKvError {
+  constructor(code: 'STORE_CORRUPT' | 'STORE_MISMATCH' | 'STORE_UNAVAILABLE', message: string, options?: { cause?: unknown }) {
+    super(code, message);
+    if (options?.cause !== undefined) this.cause = options.cause;
   }
 }

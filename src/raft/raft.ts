@@ -18,6 +18,7 @@ import {
   type HeartbeatRequest,
   type Message,
   type NodeId,
+  type ReadState,
   type RaftConfig,
   type Ready,
   type Rng,
@@ -83,6 +84,20 @@ export class Raft {
   private uncommittedBytes = 0;
   /** Leader only: index of this term's no-op; entries after it count toward uncommittedBytes. */
   private leaderStartIndex = 0;
+
+  /**
+   * Leader only, ReadIndex (thesis §6.4): requests waiting for a heartbeat round to confirm
+   * leadership, in round order. A request of round r is confirmed once a quorum acknowledged a
+   * heartbeat carrying a round >= r, i.e. sent after the request noted its index.
+   */
+  private readQueue: { from: NodeId; context: number; index: number; round: number }[] = [];
+  /** Leader only: the latest ReadIndex round; heartbeats carry it. */
+  private readRound = 0;
+  /** Leader only: the highest round each follower acknowledged. */
+  private readonly ackedRound = new Map<NodeId, number>();
+  /** Leader only: requests that arrived before the leader committed an entry of its term. */
+  private readsBeforeCommit: { from: NodeId; context: number }[] = [];
+  private readStates: ReadState[] = [];
 
   private msgs: Message[] = [];
   private msgsAfterPersist: Message[] = [];
@@ -216,6 +231,22 @@ export class Raft {
     return { index: first, term: this._term };
   }
 
+  /**
+   * Asks for a linearizable read index (thesis §6.4). The answer comes back in a later Ready's
+   * `readStates` with the same `context`: serve the read once the applied index reaches its index.
+   * A leader answers after one heartbeat round confirms it still leads, and not before it has
+   * committed an entry of its own term (etcd#7331). A follower asks the leader. Throws
+   * NotLeaderError when no leader is known. Requests are lost on a leader change: the caller should
+   * give up on them when the Ready's softState shows one, or time out.
+   */
+  readIndex(context: number): void {
+    if (this._role === 'leader') this.onReadIndex(this.id, context);
+    else if (this._leader !== NONE) {
+      this.send({ type: 'ReadIndex', from: this.id, to: this._leader, term: this._term, context });
+    } else throw new NotLeaderError(NONE);
+    this.checkInvariants();
+  }
+
   /** Delivers one message addressed to this node. */
   step(m: Message): void {
     if (m.to !== this.id) throw new Error(`step: message for ${m.to} delivered to ${this.id}`);
@@ -232,6 +263,7 @@ export class Raft {
       this.msgsAfterPersist.length > 0 ||
       this.log.stableIndex < this.log.lastIndex() ||
       this.log.committed > this.log.applied ||
+      this.readStates.length > 0 ||
       !sameHardState(this.currentHardState(), this.prevHardState) ||
       this.prevSoftState.leader !== this._leader ||
       this.prevSoftState.role !== this._role
@@ -250,11 +282,13 @@ export class Raft {
       messages: this.msgs,
       messagesAfterPersist: this.msgsAfterPersist,
       committedEntries: this.log.entriesToApply(),
+      readStates: this.readStates,
     };
     if (!sameHardState(hs, this.prevHardState)) r.hardState = hs;
     if (ss.leader !== this.prevSoftState.leader || ss.role !== this.prevSoftState.role) r.softState = ss;
     this.msgs = [];
     this.msgsAfterPersist = [];
+    this.readStates = [];
     return r;
   }
 
@@ -293,6 +327,9 @@ export class Raft {
     this.votes.clear();
     this.progress.clear();
     this.uncommittedBytes = 0;
+    this.readQueue = [];
+    this.readsBeforeCommit = [];
+    this.ackedRound.clear();
   }
 
   private becomeFollower(term: number, leader: NodeId): void {
@@ -515,6 +552,12 @@ export class Raft {
         this._leader = m.from;
         this.onHeartbeat(m);
         break;
+      case 'ReadIndexResp':
+        this.readStates.push({ context: m.context, index: m.index });
+        break;
+      case 'ReadIndex':
+        // We are not the leader (any more): the asker times out and retries.
+        break;
       default:
         // Responses addressed to an earlier role of ours: nothing to do.
         break;
@@ -580,15 +623,23 @@ export class Raft {
   private onHeartbeat(m: HeartbeatRequest): void {
     // The leader caps the commit index at our match index, so we hold every entry up to it.
     this.log.commitTo(m.commit);
-    this.send({ type: 'HeartbeatResp', from: this.id, to: m.from, term: this._term });
+    this.send({ type: 'HeartbeatResp', from: this.id, to: m.from, term: this._term, context: m.context });
   }
 
   private stepLeader(m: Message): void {
-    if (m.type !== 'AppResp' && m.type !== 'HeartbeatResp') return;
+    if (m.type !== 'AppResp' && m.type !== 'HeartbeatResp' && m.type !== 'ReadIndex') return;
     const pr = this.progress.get(m.from);
     if (!pr || pr.id === this.id) return;
     pr.recentActive = true;
+    if (m.type === 'ReadIndex') {
+      this.onReadIndex(m.from, m.context);
+      return;
+    }
     if (m.type === 'HeartbeatResp') {
+      if (m.context > (this.ackedRound.get(m.from) ?? 0)) {
+        this.ackedRound.set(m.from, m.context);
+        this.maybeConfirmReads();
+      }
       pr.probeSent = false;
       // Lost appends must not stall a pipeline forever: let one more through per heartbeat.
       if (pr.state === 'replicate' && pr.isPaused()) pr.freeOldest();
@@ -607,6 +658,43 @@ export class Raft {
     if (pr.state === 'probe') pr.becomeReplicate();
     if (this.maybeCommit()) this.bcastAppend(true);
     else this.sendAppends(pr);
+  }
+
+  private onReadIndex(from: NodeId, context: number): void {
+    // Until an entry of this term is committed, our commit index may lag what earlier leaders
+    // committed, so it cannot serve as a read index.
+    if (this.log.term(this.log.committed) !== this._term) {
+      this.readsBeforeCommit.push({ from, context });
+      return;
+    }
+    const index = this.log.committed;
+    if (this.quorum === 1) {
+      this.answerRead(from, context, index);
+      return;
+    }
+    const round = ++this.readRound;
+    this.readQueue.push({ from, context, index, round });
+    this.bcastHeartbeat();
+  }
+
+  private maybeConfirmReads(): void {
+    if (this.readQueue.length === 0) return;
+    const acked: number[] = [];
+    for (const id of this.voters) if (id !== this.id) acked.push(this.ackedRound.get(id) ?? 0);
+    acked.sort((a, b) => b - a);
+    const confirmed = acked[this.quorum - 2]!; // the leader itself is the quorum's remaining member
+    let k = 0;
+    while (k < this.readQueue.length && this.readQueue[k]!.round <= confirmed) {
+      const r = this.readQueue[k]!;
+      this.answerRead(r.from, r.context, r.index);
+      k++;
+    }
+    if (k > 0) this.readQueue.splice(0, k);
+  }
+
+  private answerRead(from: NodeId, context: number, index: number): void {
+    if (from === this.id) this.readStates.push({ context, index });
+    else this.send({ type: 'ReadIndexResp', from: this.id, to: from, term: this._term, context, index });
   }
 
   /** Fast backtracking: skip the follower's whole conflicting term in one round trip. */
@@ -633,6 +721,11 @@ export class Raft {
     }
     if (this.uncommittedBytes < 0) this.uncommittedBytes = 0;
     this.log.commitTo(candidate);
+    if (this.readsBeforeCommit.length > 0) {
+      const waiting = this.readsBeforeCommit;
+      this.readsBeforeCommit = [];
+      for (const r of waiting) this.onReadIndex(r.from, r.context);
+    }
     return true;
   }
 
@@ -686,6 +779,7 @@ export class Raft {
         to: pr.id,
         term: this._term,
         commit: Math.min(pr.match, this.log.committed),
+        context: this.readRound,
       });
     }
   }
@@ -715,7 +809,10 @@ export class Raft {
       if (this.log.term(this.leaderStartIndex) !== this._term) fail(`leader lost its own no-op at ${this.leaderStartIndex}`);
       for (const pr of this.progress.values()) pr.checkInvariants();
       if (this.progress.get(this.id)!.match > this.log.stableIndex) fail('leader counts a non-durable entry of its own');
-    } else if (this.progress.size > 0) {
+      for (let i = 1; i < this.readQueue.length; i++) {
+        if (this.readQueue[i]!.round <= this.readQueue[i - 1]!.round) fail('read queue out of round order');
+      }
+    } else if (this.progress.size > 0 || this.readQueue.length > 0) {
       fail(`${this._role} keeps replication progress`);
     }
   }

@@ -89,10 +89,27 @@ export interface AppendResponse extends MessageBase {
 export interface HeartbeatRequest extends MessageBase {
   readonly type: 'Heartbeat';
   readonly commit: number;
+  /** The leader's latest ReadIndex round when it sent this (0: none); echoed in the response. */
+  readonly context: number;
 }
 
 export interface HeartbeatResponse extends MessageBase {
   readonly type: 'HeartbeatResp';
+  readonly context: number;
+}
+
+/** A follower asks the leader for a read index (thesis §6.4) on behalf of its own reader. */
+export interface ReadIndexRequest extends MessageBase {
+  readonly type: 'ReadIndex';
+  /** The follower's id for the request, returned in the response. */
+  readonly context: number;
+}
+
+export interface ReadIndexResponse extends MessageBase {
+  readonly type: 'ReadIndexResp';
+  readonly context: number;
+  /** The commit index the leader noted, confirmed by a quorum; serve once applied up to it. */
+  readonly index: number;
 }
 
 export type Message =
@@ -101,7 +118,9 @@ export type Message =
   | AppendRequest
   | AppendResponse
   | HeartbeatRequest
-  | HeartbeatResponse;
+  | HeartbeatResponse
+  | ReadIndexRequest
+  | ReadIndexResponse;
 
 export type MessageType = Message['type'];
 
@@ -122,6 +141,12 @@ export type MessageType = Message['type'];
  *
  * `ready()` may not be called again before `advance()`; `step`, `tick` and `propose` may.
  */
+/** A confirmed read: a reader with `context` may answer once the applied index reaches `index`. */
+export interface ReadState {
+  readonly context: number;
+  readonly index: number;
+}
+
 export interface Ready {
   readonly softState?: SoftState;
   readonly hardState?: HardState;
@@ -129,6 +154,8 @@ export interface Ready {
   readonly messages: readonly Message[];
   readonly messagesAfterPersist: readonly Message[];
   readonly committedEntries: readonly Entry[];
+  /** ReadIndex requests of this node that were confirmed; they depend on nothing being persisted. */
+  readonly readStates: readonly ReadState[];
 }
 
 /** A source of randomness; the core gets all of its randomness from here. */
