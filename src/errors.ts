@@ -9,6 +9,8 @@ export type ErrorCode =
   | 'TIMEOUT'
   | 'UNAVAILABLE'
   | 'TOO_MANY_REQUESTS'
+  /** A write's sequence number is below its client's last one: it is older than a write already applied. */
+  | 'STALE_SEQUENCE'
   | 'INTERNAL'
   /** The data directory holds data that fails validation (a gap in the log, an undecodable value). */
   | 'STORE_CORRUPT'

@@ -1,0 +1,338 @@
+// The replicated KV state machine. It applies committed Raft entries in order; each apply() call is
+// ONE atomic synced write of the data changes, the session table changes and the new applied index
+// (NodeStore.writeState), so a restart never applies an entry twice or skips one.
+//
+// Everything apply() decides depends only on the entries and the state before them: the same log
+// gives the same data, the same results and the same session table on every replica. That includes
+// session expiry, which is judged by the commands' proposedAtMs, never by this node's clock. Hence
+// `maxSessions` and `sessionTtlMs` must be the same on every node of a cluster.
+//
+// Sizes are not validated here (the API layer does it); malformed entries are rejected alike by
+// every replica with an error result, and the applied index moves past them.
+
+import { StoreError } from '../errors.js';
+import type { Entry } from '../raft/types.js';
+import { bytesEqual, compareBytes, DecodeError, fromUtf8, prefixEnd, utf8 } from '../storage/bytes.js';
+import type { Change, NodeStore } from '../storage/node-store.js';
+import {
+  decodeCommand,
+  decodeResult,
+  encodeResult,
+  type ApplyResult,
+  type Command,
+  type WriteResult,
+} from './command.js';
+import { decodeRecord, encodeRecord, type KvRecord } from './record.js';
+import { decodeSession, encodeSession, SessionTable, type SessionMeta } from './session-table.js';
+
+export const DEFAULT_MAX_SESSIONS = 10_000;
+export const DEFAULT_SESSION_TTL_MS = 10 * 60 * 1000;
+export const DEFAULT_RANGE_LIMIT = 1000;
+
+export interface KvStateMachineOptions {
+  /** Limit: client sessions kept; the least recently used is evicted beyond it. Same on all nodes. */
+  readonly maxSessions?: number;
+  /** A session idle this long (by the session clock) expires. Same on all nodes. */
+  readonly sessionTtlMs?: number;
+}
+
+/** Keys that start with `prefix`, or keys in [start, end) (no end: to the last key). */
+export type KeyRange = { readonly prefix: Uint8Array } | { readonly start: Uint8Array; readonly end?: Uint8Array };
+
+export interface RangeOptions {
+  /** Limit: items returned. Default DEFAULT_RANGE_LIMIT. */
+  readonly limit?: number;
+  /**
+   * Limit: bytes of keys + stored records (the value plus 24 bytes) returned; the page ends before an
+   * item that would pass it, but at least one item is always returned.
+   */
+  readonly maxBytes?: number;
+  /** Return keys without reading their records. */
+  readonly keysOnly?: boolean;
+  /** Pagination: the `nextToken` of the previous page; items start after this key. */
+  readonly after?: Uint8Array;
+}
+
+export interface RangeItem {
+  readonly key: Uint8Array;
+  /** Absent when keysOnly. */
+  readonly record?: KvRecord;
+}
+
+export interface RangeResult {
+  readonly items: RangeItem[];
+  /** More keys are in the range past the last item. */
+  readonly more: boolean;
+  /** When more: pass as `after` to read the next page (it is the last item's key). */
+  readonly nextToken?: Uint8Array;
+}
+
+/** Map keys for byte strings: one char per byte. */
+function byteKey(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
+}
+
+function hex(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
+}
+
+/** The writes of one apply() call, not yet durable. Reads within the batch see them first. */
+class PendingBatch {
+  /** null: deleted in this batch. */
+  readonly data = new Map<string, { key: Uint8Array; record: KvRecord | null }>();
+  /** undefined: session removed in this batch. */
+  readonly sessions = new Map<string, Uint8Array | undefined>();
+
+  *dataChanges(): Generator<Change> {
+    for (const { key, record } of this.data.values()) yield [key, record === null ? undefined : encodeRecord(record)];
+  }
+
+  *sessionChanges(): Generator<Change> {
+    for (const [id, value] of this.sessions) yield [utf8(id), value];
+  }
+}
+
+export class KvStateMachine {
+  private readonly store: NodeStore;
+  private readonly sessions: SessionTable;
+  /** The session clock: highest proposedAtMs applied. Persisted with each apply. */
+  private clockMs: number;
+  private applying = false;
+  /** Set when an apply failed midway; the in-memory session table may then be ahead of the disk. */
+  private failure: unknown;
+
+  private constructor(store: NodeStore, sessions: SessionTable) {
+    this.store = store;
+    this.sessions = sessions;
+    this.clockMs = store.sessionClockMs;
+  }
+
+  /** Loads the session table from `store`. The store stays owned by the caller (who closes it). */
+  static async open(store: NodeStore, options: KvStateMachineOptions = {}): Promise<KvStateMachine> {
+    const table = new SessionTable(options.maxSessions ?? DEFAULT_MAX_SESSIONS, options.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS);
+    const loaded: Array<[string, SessionMeta]> = [];
+    for await (const [id, value] of store.scanSessions()) {
+      try {
+        loaded.push([fromUtf8(id), decodeSession(value).meta]);
+      } catch (err) {
+        if (err instanceof DecodeError) {
+          throw new StoreError('STORE_CORRUPT', `data directory ${store.dir}: session ${hex(id)} cannot be decoded (${err.message})`);
+        }
+        throw err;
+      }
+    }
+    table.load(loaded);
+    return new KvStateMachine(store, table);
+  }
+
+  /** The index of the last applied entry (durable). */
+  get appliedIndex(): number {
+    return this.store.appliedIndex;
+  }
+
+  /** Sessions in the table (for metrics and tests). */
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  /** The session of a client, if it has one (for inspection and tests). */
+  session(clientId: string): SessionMeta | undefined {
+    return this.sessions.get(clientId);
+  }
+
+  /**
+   * Applies committed entries, which must follow the applied index densely, in one atomic synced
+   * write; returns one result per entry, in order. Must not be called again before it resolves.
+   * Throws only on I/O failure or a caller bug; the state machine is then unusable (reopen).
+   */
+  async apply(entries: readonly Entry[]): Promise<ApplyResult[]> {
+    if (this.failure !== undefined) throw this.failure;
+    if (this.applying) throw new Error('KvStateMachine.apply called again before the previous call resolved');
+    const first = entries[0];
+    if (first === undefined) return [];
+    let expected = this.store.appliedIndex + 1;
+    for (const e of entries) {
+      if (e.index !== expected) throw new Error(`KvStateMachine.apply: entry ${e.index} where ${expected} was expected`);
+      expected++;
+    }
+
+    this.applying = true;
+    try {
+      const batch = new PendingBatch();
+      const results: ApplyResult[] = [];
+      for (const e of entries) results.push(await this.applyEntry(e, batch));
+      await this.store.writeState({
+        applied: expected - 1,
+        data: batch.dataChanges(),
+        sessions: batch.sessionChanges(),
+        sessionClockMs: this.clockMs,
+      });
+      return results;
+    } catch (err) {
+      this.failure = err;
+      throw err;
+    } finally {
+      this.applying = false;
+    }
+  }
+
+  /** The record of `key`, as of the last completed apply. */
+  async get(key: Uint8Array): Promise<KvRecord | undefined> {
+    const b = await this.store.getData(key);
+    return b === undefined ? undefined : this.decodeStored(key, b);
+  }
+
+  /**
+   * Reads a range in key order, streaming from LevelDB: at most `limit` (+1 to learn `more`) keys
+   * are read. With `after`, the page starts after that key.
+   */
+  async range(range: KeyRange, options: RangeOptions = {}): Promise<RangeResult> {
+    const limit = options.limit ?? DEFAULT_RANGE_LIMIT;
+    if (!Number.isSafeInteger(limit) || limit < 1) throw new RangeError(`range: limit must be >= 1, got ${limit}`);
+    const maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY;
+    const keysOnly = options.keysOnly ?? false;
+
+    let start: Uint8Array;
+    let end: Uint8Array | undefined;
+    if ('prefix' in range) {
+      start = range.prefix;
+      end = prefixEnd(range.prefix);
+    } else {
+      start = range.start;
+      end = range.end;
+    }
+    const after = options.after !== undefined && compareBytes(options.after, start) >= 0 ? options.after : undefined;
+
+    const items: RangeItem[] = [];
+    let bytes = 0;
+    let more = false;
+    const scan = {
+      ...(after !== undefined ? { gt: after } : { gte: start }),
+      ...(end !== undefined ? { lt: end } : {}),
+      limit: limit + 1,
+      values: !keysOnly,
+    };
+    for await (const [key, value] of this.store.scanData(scan)) {
+      const size = key.length + (value?.length ?? 0);
+      if (items.length === limit || (items.length > 0 && bytes + size > maxBytes)) {
+        more = true;
+        break;
+      }
+      items.push(value === undefined ? { key } : { key, record: this.decodeStored(key, value) });
+      bytes += size;
+    }
+    const last = items[items.length - 1];
+    return more && last !== undefined ? { items, more, nextToken: last.key } : { items, more: false };
+  }
+
+  // ---- applying ---------------------------------------------------------------------------------
+
+  private async applyEntry(e: Entry, batch: PendingBatch): Promise<ApplyResult> {
+    if (e.type === 'noop') return { kind: 'noop', index: e.index };
+    let cmd: Command;
+    try {
+      cmd = decodeCommand(e.data);
+    } catch (err) {
+      return { kind: 'error', index: e.index, code: 'MALFORMED_COMMAND', message: (err as Error).message };
+    }
+
+    if (cmd.proposedAtMs > this.clockMs) this.clockMs = cmd.proposedAtMs;
+    for (const id of this.sessions.expire(this.clockMs)) batch.sessions.set(id, undefined);
+
+    const clientId = cmd.clientId ?? '';
+    const seq = cmd.seq ?? 0;
+    const tracked = clientId !== '' && seq > 0;
+    if (tracked) {
+      const s = this.sessions.get(clientId);
+      if (s !== undefined && seq < s.lastSeq) {
+        return {
+          kind: 'error',
+          index: e.index,
+          code: 'STALE_SEQUENCE',
+          message: `client ${JSON.stringify(clientId)}: sequence ${seq} is below the last applied sequence ${s.lastSeq}`,
+        };
+      }
+      if (s !== undefined && seq === s.lastSeq) return { ...(await this.storedResult(clientId, batch)), duplicate: true };
+    }
+
+    const result = await this.execute(cmd, e.index, batch);
+    if (tracked) {
+      const meta: SessionMeta = { lastSeq: seq, lastIndex: e.index, lastSeenMs: this.clockMs };
+      this.sessions.touch(clientId, meta);
+      batch.sessions.set(clientId, encodeSession(meta, encodeResult(result)));
+      for (const id of this.sessions.evictOverflow()) batch.sessions.set(id, undefined);
+    }
+    return result;
+  }
+
+  private async execute(cmd: Command, index: number, batch: PendingBatch): Promise<WriteResult> {
+    const current = await this.read(cmd.key, batch);
+    const write = (value: Uint8Array): KvRecord => {
+      const record: KvRecord =
+        current === undefined
+          ? { value, createIndex: index, modIndex: index, version: 1 }
+          : { value, createIndex: current.createIndex, modIndex: index, version: current.version + 1 };
+      batch.data.set(byteKey(cmd.key), { key: cmd.key, record });
+      return record;
+    };
+    switch (cmd.op) {
+      case 'put':
+        write(cmd.value);
+        return current === undefined ? { kind: 'put', index } : { kind: 'put', index, prev: current };
+      case 'delete':
+        if (current === undefined) return { kind: 'delete', index, deleted: false };
+        batch.data.set(byteKey(cmd.key), { key: cmd.key, record: null });
+        return { kind: 'delete', index, deleted: true, prev: current };
+      case 'cas': {
+        let holds: boolean;
+        switch (cmd.compare.kind) {
+          case 'value':
+            holds = current !== undefined && bytesEqual(current.value, cmd.compare.value);
+            break;
+          case 'modIndex':
+            holds = (current?.modIndex ?? 0) === cmd.compare.modIndex;
+            break;
+          case 'absent':
+            holds = current === undefined;
+            break;
+        }
+        if (holds) return { kind: 'cas', index, succeeded: true, current: write(cmd.value) };
+        return current === undefined ? { kind: 'cas', index, succeeded: false } : { kind: 'cas', index, succeeded: false, current };
+      }
+    }
+  }
+
+  /** A key's record as of the entries applied so far in this batch. */
+  private async read(key: Uint8Array, batch: PendingBatch): Promise<KvRecord | undefined> {
+    const pending = batch.data.get(byteKey(key));
+    if (pending !== undefined) return pending.record ?? undefined;
+    return this.get(key);
+  }
+
+  private async storedResult(clientId: string, batch: PendingBatch): Promise<WriteResult> {
+    const value = batch.sessions.has(clientId) ? batch.sessions.get(clientId) : await this.store.getSession(utf8(clientId));
+    if (value === undefined) {
+      // The in-memory table says the session exists, so it must be pending or on disk.
+      throw new Error(`KvStateMachine: session of client ${JSON.stringify(clientId)} is in the table but not stored`);
+    }
+    try {
+      return decodeResult(decodeSession(value).result);
+    } catch (err) {
+      if (err instanceof DecodeError) {
+        throw new StoreError('STORE_CORRUPT', `data directory ${this.store.dir}: session of client ${JSON.stringify(clientId)} cannot be decoded (${err.message})`);
+      }
+      throw err;
+    }
+  }
+
+  private decodeStored(key: Uint8Array, b: Uint8Array): KvRecord {
+    try {
+      return decodeRecord(b);
+    } catch (err) {
+      if (err instanceof DecodeError) {
+        throw new StoreError('STORE_CORRUPT', `data directory ${this.store.dir}: the record of key ${hex(key)} cannot be decoded (${err.message})`);
+      }
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,229 @@
+// A small hand-written binary codec: the building blocks of every value raftkv stores or replicates.
+// Integers are JS numbers; 64-bit fields are 8-byte big-endian and must hold a safe integer, so a
+// value never loses precision silently. Decoding never trusts its input: a short buffer, trailing
+// bytes, an unsafe integer or invalid UTF-8 throws a DecodeError, which callers wrap with context.
+
+/** Raised by Reader on malformed input. Always caught and rethrown with context (path, index). */
+export class DecodeError extends Error {
+  override readonly name = 'DecodeError';
+}
+
+const TWO_POW_32 = 2 ** 32;
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+export function utf8(s: string): Uint8Array {
+  return utf8Encoder.encode(s);
+}
+
+/** Throws a DecodeError on invalid UTF-8 (no silent U+FFFD replacement). */
+export function fromUtf8(b: Uint8Array): string {
+  try {
+    return utf8Decoder.decode(b);
+  } catch {
+    throw new DecodeError('invalid UTF-8');
+  }
+}
+
+/** A plain Uint8Array view of the same memory (LevelDB hands out Buffers, whose slice() aliases). */
+export function asView(b: Uint8Array): Uint8Array {
+  return b.constructor === Uint8Array ? b : new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Lexicographic order of unsigned bytes, the order LevelDB keeps keys in. */
+export function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const d = (a[i] as number) - (b[i] as number);
+    if (d !== 0) return d;
+  }
+  return a.length - b.length;
+}
+
+export function concatBytes(...parts: readonly Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/**
+ * The smallest byte string greater than every string that starts with `prefix`, or undefined when
+ * there is none (the prefix is empty or all 0xff).
+ */
+export function prefixEnd(prefix: Uint8Array): Uint8Array | undefined {
+  for (let i = prefix.length - 1; i >= 0; i--) {
+    const b = prefix[i] as number;
+    if (b !== 0xff) {
+      const end = prefix.slice(0, i + 1);
+      end[i] = b + 1;
+      return end;
+    }
+  }
+  return undefined;
+}
+
+function checkU64(n: number, what: string): void {
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`${what} must be a non-negative safe integer, got ${n}`);
+}
+
+/** Writes big-endian fields into a growing buffer. Writing an out-of-range number is a bug: it throws. */
+export class Writer {
+  private buf: Uint8Array;
+  private view: DataView;
+  private at = 0;
+
+  constructor(initialBytes = 64) {
+    this.buf = new Uint8Array(initialBytes);
+    this.view = new DataView(this.buf.buffer);
+  }
+
+  private reserve(n: number): void {
+    const need = this.at + n;
+    if (need <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < need) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.at));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+
+  u8(n: number): this {
+    if (!Number.isInteger(n) || n < 0 || n > 0xff) throw new RangeError(`u8 out of range: ${n}`);
+    this.reserve(1);
+    this.buf[this.at++] = n;
+    return this;
+  }
+
+  u32(n: number): this {
+    if (!Number.isInteger(n) || n < 0 || n >= TWO_POW_32) throw new RangeError(`u32 out of range: ${n}`);
+    this.reserve(4);
+    this.view.setUint32(this.at, n);
+    this.at += 4;
+    return this;
+  }
+
+  /** A non-negative safe integer as 8 bytes big-endian. */
+  u64(n: number, what = 'u64'): this {
+    checkU64(n, what);
+    this.reserve(8);
+    this.view.setUint32(this.at, Math.floor(n / TWO_POW_32));
+    this.view.setUint32(this.at + 4, n % TWO_POW_32);
+    this.at += 8;
+    return this;
+  }
+
+  bool(b: boolean): this {
+    return this.u8(b ? 1 : 0);
+  }
+
+  /** Raw bytes, no length: only for the last field of a value. */
+  raw(b: Uint8Array): this {
+    this.reserve(b.length);
+    this.buf.set(b, this.at);
+    this.at += b.length;
+    return this;
+  }
+
+  /** A u32 length, then the bytes. */
+  bytes(b: Uint8Array): this {
+    return this.u32(b.length).raw(b);
+  }
+
+  string(s: string): this {
+    return this.bytes(utf8(s));
+  }
+
+  /** The bytes written so far (a copy trimmed to size, safe to keep). */
+  finish(): Uint8Array {
+    return this.buf.slice(0, this.at);
+  }
+}
+
+/** Reads what Writer wrote; every method throws DecodeError instead of reading past the end. */
+export class Reader {
+  private readonly buf: Uint8Array;
+  private readonly view: DataView;
+  private at = 0;
+
+  constructor(buf: Uint8Array) {
+    this.buf = asView(buf);
+    this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
+  }
+
+  get remaining(): number {
+    return this.buf.length - this.at;
+  }
+
+  private need(n: number, what: string): void {
+    if (this.remaining < n) {
+      throw new DecodeError(`truncated: ${what} needs ${n} bytes at offset ${this.at}, ${this.remaining} left`);
+    }
+  }
+
+  u8(what = 'u8'): number {
+    this.need(1, what);
+    return this.buf[this.at++] as number;
+  }
+
+  u32(what = 'u32'): number {
+    this.need(4, what);
+    const n = this.view.getUint32(this.at);
+    this.at += 4;
+    return n;
+  }
+
+  /** 8 bytes big-endian; throws unless the value is a safe integer. */
+  u64(what = 'u64'): number {
+    this.need(8, what);
+    const hi = this.view.getUint32(this.at);
+    const lo = this.view.getUint32(this.at + 4);
+    const n = hi * TWO_POW_32 + lo;
+    if (!Number.isSafeInteger(n)) throw new DecodeError(`${what} is not a safe integer (high word ${hi})`);
+    this.at += 8;
+    return n;
+  }
+
+  bool(what = 'bool'): boolean {
+    const b = this.u8(what);
+    if (b > 1) throw new DecodeError(`${what} must be 0 or 1, got ${b}`);
+    return b === 1;
+  }
+
+  /** A u32 length, then that many bytes (a view, not a copy). */
+  bytes(what = 'bytes'): Uint8Array {
+    const n = this.u32(`${what} length`);
+    this.need(n, what);
+    const b = this.buf.subarray(this.at, this.at + n);
+    this.at += n;
+    return b;
+  }
+
+  string(what = 'string'): string {
+    return fromUtf8(this.bytes(what));
+  }
+
+  /** Everything left (a view). */
+  rest(): Uint8Array {
+    const b = this.buf.subarray(this.at);
+    this.at = this.buf.length;
+    return b;
+  }
+
+  /** Throws unless the whole input was consumed. */
+  end(what = 'value'): void {
+    if (this.remaining !== 0) throw new DecodeError(`${this.remaining} trailing bytes after ${what}`);
+  }
+}

@@ -1,0 +1,120 @@
+import { describe, expect, it } from 'vitest';
+import { RaftKvError } from '../../src/errors.js';
+import {
+  decodeCommand,
+  decodeResult,
+  encodeCommand,
+  encodeResult,
+  type Command,
+  type WriteResult,
+} from '../../src/kv/index.js';
+import { createRng } from '../../src/raft/rng.js';
+import { DecodeError } from '../../src/storage/bytes.js';
+import { enc } from './harness.js';
+
+const commands: Command[] = [
+  { op: 'put', key: enc('a'), value: enc('1'), proposedAtMs: 1_700_000_000_000 },
+  { op: 'put', key: new Uint8Array(0), value: new Uint8Array(0), proposedAtMs: 0, clientId: 'cli-é', seq: 2 ** 40 },
+  { op: 'delete', key: enc('a/b'), proposedAtMs: 5, clientId: 'x', seq: 1 },
+  { op: 'cas', key: enc('k'), compare: { kind: 'value', value: enc('old') }, value: enc('new'), proposedAtMs: 9 },
+  { op: 'cas', key: enc('k'), compare: { kind: 'modIndex', modIndex: Number.MAX_SAFE_INTEGER }, value: enc('v'), proposedAtMs: 9 },
+  { op: 'cas', key: enc('k'), compare: { kind: 'absent' }, value: enc('v'), proposedAtMs: 9, clientId: 'c', seq: 3 },
+];
+
+function malformed(b: Uint8Array): string {
+  try {
+    decodeCommand(b);
+  } catch (err) {
+    expect(err).toBeInstanceOf(RaftKvError);
+    expect((err as RaftKvError).code).toBe('INVALID_ARGUMENT');
+    return (err as Error).message;
+  }
+  throw new Error('decode was expected to fail');
+}
+
+describe('command codec', () => {
+  it.each(commands.map((c) => [c.op, c] as const))('round-trips a %s command', (_op, c) => {
+    expect(decodeCommand(encodeCommand(c))).toEqual(c);
+  });
+
+  it('omits an empty client id and a zero seq when decoding', () => {
+    const c = decodeCommand(encodeCommand({ op: 'delete', key: enc('k'), proposedAtMs: 1, clientId: '', seq: 0 }));
+    expect(c).toEqual({ op: 'delete', key: enc('k'), proposedAtMs: 1 });
+    expect('clientId' in c || 'seq' in c).toBe(false);
+  });
+
+  it('rejects truncated input at every length', () => {
+    for (const c of commands) {
+      const b = encodeCommand(c);
+      for (let n = 0; n < b.length; n++) expect(malformed(b.subarray(0, n))).toMatch(/^malformed command: /);
+    }
+  });
+
+  it('rejects trailing bytes, unknown versions, ops and compares', () => {
+    const put = encodeCommand(commands[0] as Command);
+    expect(malformed(new Uint8Array([...put, 0]))).toBe('malformed command: 1 trailing bytes after command');
+    expect(malformed(new Uint8Array([2, ...put.subarray(1)]))).toBe('malformed command: unknown command codec version 2');
+    expect(malformed(new Uint8Array([1, 9, ...put.subarray(2)]))).toBe('malformed command: unknown op 9');
+    const cas = encodeCommand(commands[5] as Command);
+    // The compare kind follows: version, op, proposedAtMs, clientId "c", seq, key "k".
+    const at = 1 + 1 + 8 + 4 + 1 + 8 + 4 + 1;
+    expect(cas[at]).toBe(3);
+    const bad = cas.slice();
+    bad[at] = 7;
+    expect(malformed(bad)).toBe('malformed command: unknown compare kind 7');
+  });
+
+  it('rejects invalid UTF-8 in the client id and integers beyond 2^53', () => {
+    const c = encodeCommand({ op: 'delete', key: enc('k'), proposedAtMs: 0, clientId: 'ab', seq: 1 });
+    const badUtf8 = c.slice();
+    badUtf8[14] = 0xff; // first byte of the client id
+    expect(malformed(badUtf8)).toBe('malformed command: invalid UTF-8');
+    const bigTime = c.slice();
+    bigTime[2] = 0x01; // high byte of proposedAtMs
+    expect(malformed(bigTime)).toMatch(/proposedAtMs is not a safe integer/);
+  });
+
+  it('rejects garbage without crashing', () => {
+    const rng = createRng(1);
+    const rand = (): number => rng.int(256);
+    let rejected = 0;
+    for (let i = 0; i < 500; i++) {
+      const b = new Uint8Array(1 + (i % 40)).map(() => rand());
+      try {
+        decodeCommand(b);
+      } catch (err) {
+        expect(err).toBeInstanceOf(RaftKvError);
+        rejected++;
+      }
+    }
+    expect(rejected).toBe(500);
+  });
+
+  it('refuses to encode numbers it could not decode', () => {
+    expect(() => encodeCommand({ op: 'delete', key: enc('k'), proposedAtMs: -1 })).toThrow(RangeError);
+    expect(() => encodeCommand({ op: 'delete', key: enc('k'), proposedAtMs: 0, seq: 2 ** 53 })).toThrow(RangeError);
+  });
+});
+
+describe('result codec', () => {
+  const rec = { value: enc('v'), createIndex: 2, modIndex: 5, version: 3 };
+  const results: WriteResult[] = [
+    { kind: 'put', index: 7 },
+    { kind: 'put', index: 7, prev: rec },
+    { kind: 'delete', index: 8, deleted: false },
+    { kind: 'delete', index: 8, deleted: true, prev: rec },
+    { kind: 'cas', index: 9, succeeded: true, current: rec },
+    { kind: 'cas', index: 9, succeeded: false },
+  ];
+
+  it.each(results.map((r) => [r.kind, r] as const))('round-trips a %s result', (_kind, r) => {
+    expect(decodeResult(encodeResult(r))).toEqual(r);
+  });
+
+  it('rejects malformed results', () => {
+    const b = encodeResult({ kind: 'cas', index: 9, succeeded: true, current: rec });
+    expect(() => decodeResult(b.subarray(0, b.length - 1))).toThrow(DecodeError);
+    expect(() => decodeResult(new Uint8Array([...b, 1]))).toThrow(DecodeError);
+    expect(() => decodeResult(new Uint8Array([4, ...b.subarray(1)]))).toThrow(/unknown result kind 4/);
+  });
+});
