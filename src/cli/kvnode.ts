@@ -1,0 +1,154 @@
+// kvnode: runs one raftkv node. Flags, or a JSON config file with the same options in camelCase
+// (flags win). `kvnode --help` lists every option.
+
+import { readFileSync } from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { RaftKvError } from '../errors.js';
+import { DEFAULT_NODE_CONFIG, KvNode, type KvNodeConfig } from '../node/kv-node.js';
+import type { LogLevel } from '../node/logger.js';
+
+function int(name: string, min = 0) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got "${v}"`);
+    return n;
+  };
+}
+
+/** "1=127.0.0.1:7001,2=127.0.0.1:7002" → Map. */
+export function parseMembers(s: string): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const part of s.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const m = /^(\d+)=(.+:\d+)$/.exec(part);
+    if (!m) throw new InvalidArgumentError(`member "${part}" is not ID=HOST:PORT`);
+    const id = Number(m[1]);
+    if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgumentError(`member id in "${part}" must be a positive integer`);
+    if (out.has(id)) throw new InvalidArgumentError(`member id ${id} appears twice`);
+    out.set(id, m[2]!);
+  }
+  if (out.size === 0) throw new InvalidArgumentError('members: at least one member is required');
+  return out;
+}
+
+export function buildProgram(): Command {
+  const d = DEFAULT_NODE_CONFIG;
+  const l = d.limits;
+  return new Command('kvnode')
+    .description('Run one raftkv node. Clients and peers share the node\'s one address.')
+    .addOption(new Option('--config <file>', 'JSON file with any of these options in camelCase (flags override it)'))
+    .addOption(new Option('--id <n>', 'this node\'s id (a member id)').argParser(int('--id', 1)))
+    .addOption(new Option('--members <list>', 'every member as ID=HOST:PORT, comma-separated, this node included'))
+    .addOption(new Option('--cluster-id <name>', 'cluster name; a data directory of another cluster is refused').default('raftkv'))
+    .addOption(new Option('--data-dir <dir>', 'where this node keeps its LevelDB'))
+    .addOption(new Option('--listen <host:port>', 'address to bind (default: this node\'s member address)'))
+    .addOption(new Option('--tick-ms <n>', 'length of one Raft tick').argParser(int('--tick-ms', 1)).default(d.tickMs))
+    .addOption(new Option('--election-timeout-ticks <n>', 'minimum election timeout, in ticks (randomized up to twice that)').argParser(int('--election-timeout-ticks', 2)).default(d.electionTimeoutTicks))
+    .addOption(new Option('--heartbeat-ticks <n>', 'heartbeat interval, in ticks').argParser(int('--heartbeat-ticks', 1)).default(d.heartbeatIntervalTicks))
+    .addOption(new Option('--max-key-bytes <n>', 'limit: bytes in a key').argParser(int('--max-key-bytes', 1)).default(l.maxKeyBytes))
+    .addOption(new Option('--max-value-bytes <n>', 'limit: bytes in a value').argParser(int('--max-value-bytes', 0)).default(l.maxValueBytes))
+    .addOption(new Option('--max-range-page <n>', 'limit: pairs in one Range page').argParser(int('--max-range-page', 1)).default(l.maxRangePageSize))
+    .addOption(new Option('--max-client-id-bytes <n>', 'limit: bytes in a session client id').argParser(int('--max-client-id-bytes', 1)).default(l.maxClientIdBytes))
+    .addOption(new Option('--max-pending-proposals <n>', 'limit: writes in progress on this node').argParser(int('--max-pending-proposals', 1)).default(d.maxPendingProposals))
+    .addOption(new Option('--max-pending-reads <n>', 'limit: reads waiting on this node').argParser(int('--max-pending-reads', 1)).default(d.maxPendingReads))
+    .addOption(new Option('--max-message-bytes <n>', 'limit: bytes in one gRPC message (client or peer)').argParser(int('--max-message-bytes', 4096)).default(d.maxMessageBytes))
+    .addOption(new Option('--max-uncommitted-bytes <n>', 'limit: proposed, uncommitted bytes on the leader').argParser(int('--max-uncommitted-bytes', 1)).default(d.maxUncommittedBytes))
+    .addOption(new Option('--max-inflight-messages <n>', 'limit: appends in flight to one follower').argParser(int('--max-inflight-messages', 1)).default(d.maxInflightMessages))
+    .addOption(new Option('--default-timeout-ms <n>', 'deadline for requests that come without one').argParser(int('--default-timeout-ms', 1)).default(d.defaultTimeoutMs))
+    .addOption(new Option('--log-level <level>', 'debug, info, warn or error').choices(['debug', 'info', 'warn', 'error']).default(d.logLevel));
+}
+
+/** Merges flags over the config file into a validated node config. */
+export function resolveConfig(program: Command): KvNodeConfig {
+  const flags = program.opts<Record<string, unknown>>();
+  let file: Record<string, unknown> = {};
+  if (typeof flags['config'] === 'string') {
+    try {
+      file = JSON.parse(readFileSync(flags['config'], 'utf8')) as Record<string, unknown>;
+    } catch (e) {
+      throw new InvalidArgumentError(`--config ${flags['config']}: ${(e as Error).message}`);
+    }
+  }
+  const pick = <T>(name: string): T | undefined => {
+    const src = program.getOptionValueSource(name);
+    if (src === 'cli' || file[name] === undefined) return flags[name] as T | undefined;
+    return file[name] as T;
+  };
+  const id = pick<number>('id');
+  const membersRaw = pick<string | Record<string, string>>('members');
+  const dataDir = pick<string>('dataDir');
+  if (id === undefined) throw new InvalidArgumentError('--id is required');
+  if (membersRaw === undefined) throw new InvalidArgumentError('--members is required');
+  if (dataDir === undefined) throw new InvalidArgumentError('--data-dir is required');
+  const members =
+    typeof membersRaw === 'string'
+      ? parseMembers(membersRaw)
+      : parseMembers(Object.entries(membersRaw).map(([k, v]) => `${k}=${v}`).join(','));
+  if (!members.has(id)) throw new InvalidArgumentError(`--id ${id} is not among --members`);
+  const electionTimeoutTicks = pick<number>('electionTimeoutTicks')!;
+  const heartbeatIntervalTicks = pick<number>('heartbeatTicks')!;
+  if (heartbeatIntervalTicks >= electionTimeoutTicks) {
+    throw new InvalidArgumentError('--heartbeat-ticks must be smaller than --election-timeout-ticks');
+  }
+  const listen = pick<string>('listen');
+  return {
+    nodeId: id,
+    clusterId: pick<string>('clusterId')!,
+    members,
+    ...(listen ? { listen } : {}),
+    dataDir,
+    tickMs: pick<number>('tickMs')!,
+    electionTimeoutTicks,
+    heartbeatIntervalTicks,
+    limits: {
+      maxKeyBytes: pick<number>('maxKeyBytes')!,
+      maxValueBytes: pick<number>('maxValueBytes')!,
+      maxRangePageSize: pick<number>('maxRangePage')!,
+      maxClientIdBytes: pick<number>('maxClientIdBytes')!,
+    },
+    maxPendingProposals: pick<number>('maxPendingProposals')!,
+    maxPendingReads: pick<number>('maxPendingReads')!,
+    maxMessageBytes: pick<number>('maxMessageBytes')!,
+    maxUncommittedBytes: pick<number>('maxUncommittedBytes')!,
+    maxInflightMessages: pick<number>('maxInflightMessages')!,
+    defaultTimeoutMs: pick<number>('defaultTimeoutMs')!,
+    logLevel: pick<LogLevel>('logLevel')!,
+  };
+}
+
+export async function main(argv: readonly string[]): Promise<void> {
+  const program = buildProgram();
+  let config: KvNodeConfig;
+  try {
+    program.parse(argv as string[]);
+    config = resolveConfig(program);
+  } catch (e) {
+    process.stderr.write(`kvnode: ${(e as Error).message}\n`);
+    process.exit(64);
+  }
+  if (config.electionTimeoutTicks * config.tickMs < 200) {
+    process.stderr.write('kvnode: warning: an election timeout under 200 ms may cause needless elections\n');
+  }
+  const node = new KvNode(config);
+  try {
+    await node.start();
+  } catch (e) {
+    const code = e instanceof RaftKvError ? e.code : 'START_FAILED';
+    process.stderr.write(`kvnode: cannot start node ${config.nodeId}: ${code}: ${(e as Error).message}\n`);
+    process.exit(e instanceof RaftKvError && e.code.startsWith('STORE_') ? 78 : 1);
+  }
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    node.log.info('stopping', { signal });
+    node.close().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        process.stderr.write(`kvnode: error while stopping: ${(e as Error).message}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}

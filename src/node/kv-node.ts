@@ -1,0 +1,424 @@
+// A raftkv node: the Raft core driven by RaftRuntime, its log and data in one LevelDB (NodeStore +
+// KvStateMachine), peers over PeerTransport, and the KV API, all on one gRPC server: clients and
+// peers share the node's single address.
+
+import { randomInt } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation } from 'grpc-health-check';
+import { NotLeaderError, RaftKvError } from '../errors.js';
+import { encodeCommand, type ApplyResult, type Command, type WriteResult } from '../kv/command.js';
+import type { KvRecord } from '../kv/record.js';
+import { KvStateMachine } from '../kv/state-machine.js';
+import { Raft } from '../raft/raft.js';
+import { createRng } from '../raft/rng.js';
+import { NONE, type NodeId } from '../raft/types.js';
+import { kvPackageDefinition, kvServiceDefinition, KV_SERVICE_NAME } from '../server/kv-proto.js';
+import type * as pb from '../server/kv-proto.js';
+import { addKvService, type KvHandlers } from '../server/kv-service.js';
+import {
+  checkCompare,
+  checkKey,
+  checkReadOptions,
+  checkSession,
+  checkValue,
+  DEFAULT_REQUEST_LIMITS,
+  InvalidArgumentError,
+  type ReadRequestOptions,
+  type RequestLimits,
+} from '../server/validate.js';
+import { NodeStore } from '../storage/node-store.js';
+import { PeerTransport } from '../transport/peer-transport.js';
+import { peerPackageDefinition } from '../transport/peer-service.js';
+import { createLogger, type Logger, type LogLevel } from './logger.js';
+import { RaftRuntime } from './raft-runtime.js';
+
+export interface KvNodeConfig {
+  readonly nodeId: NodeId;
+  readonly clusterId: string;
+  /** Every member's address (host:port), this node's included; clients and peers share it. */
+  readonly members: ReadonlyMap<NodeId, string>;
+  /** Where to listen; defaults to this node's member address. */
+  readonly listen?: string;
+  readonly dataDir: string;
+  readonly tickMs: number;
+  readonly electionTimeoutTicks: number;
+  readonly heartbeatIntervalTicks: number;
+  readonly limits: RequestLimits;
+  /** Limit: writes in progress on this node. */
+  readonly maxPendingProposals: number;
+  /** Limit: reads waiting on this node. */
+  readonly maxPendingReads: number;
+  /** Limit: bytes of one gRPC message, client or peer. */
+  readonly maxMessageBytes: number;
+  /** Limit: bytes of proposed, uncommitted data on the leader. */
+  readonly maxUncommittedBytes: number;
+  /** Limit: appends in flight to one follower. */
+  readonly maxInflightMessages: number;
+  /** Deadline for requests that come without one. */
+  readonly defaultTimeoutMs: number;
+  readonly logLevel: LogLevel;
+}
+
+export const DEFAULT_NODE_CONFIG = {
+  tickMs: 100,
+  electionTimeoutTicks: 10,
+  heartbeatIntervalTicks: 1,
+  limits: DEFAULT_REQUEST_LIMITS,
+  maxPendingProposals: 10_000,
+  maxPendingReads: 10_000,
+  maxMessageBytes: 4 * 1024 * 1024,
+  maxUncommittedBytes: 64 * 1024 * 1024,
+  maxInflightMessages: 256,
+  defaultTimeoutMs: 5_000,
+  logLevel: 'info' as LogLevel,
+};
+
+const FORWARDED = 'raftkv-forwarded';
+
+export class KvNode {
+  readonly config: KvNodeConfig;
+  readonly log: Logger;
+  private store!: NodeStore;
+  private sm!: KvStateMachine;
+  private raft!: Raft;
+  private runtime!: RaftRuntime<ApplyResult>;
+  private transport!: PeerTransport;
+  private server!: grpc.Server;
+  private health!: HealthImplementation;
+  private port = 0;
+  /** Wall-clock time this node last heard from its leader (or, on the leader, now). */
+  private lastLeaderContactMs = 0;
+  private readonly leaderWaiters = new Set<() => void>();
+  private readonly forwardClients = new Map<NodeId, grpc.Client>();
+  private closing: Promise<void> | undefined;
+  private readonly fatal: (err: unknown) => void;
+
+  constructor(config: KvNodeConfig, opts: { onFatal?: (err: unknown) => void } = {}) {
+    if (!config.members.has(config.nodeId)) throw new RangeError(`members must include this node (${config.nodeId})`);
+    this.config = config;
+    this.log = createLogger({ node: config.nodeId }, config.logLevel);
+    this.fatal = opts.onFatal ?? ((err) => {
+      this.log.error('exiting after a fatal error', { error: String(err) });
+      process.exit(70);
+    });
+  }
+
+  /** The port the server bound (useful with port 0). */
+  get boundPort(): number {
+    return this.port;
+  }
+
+  async start(): Promise<void> {
+    const c = this.config;
+    this.store = await NodeStore.open(c.dataDir, { clusterId: c.clusterId, nodeId: c.nodeId });
+    try {
+      this.sm = await KvStateMachine.open(this.store);
+      const initial = this.store.initialState();
+      this.raft = new Raft({
+        id: c.nodeId,
+        peers: [...c.members.keys()],
+        electionTimeoutTicks: c.electionTimeoutTicks,
+        heartbeatIntervalTicks: c.heartbeatIntervalTicks,
+        maxUncommittedBytes: c.maxUncommittedBytes,
+        maxInflightMessages: c.maxInflightMessages,
+        maxAppendBytes: Math.min(1024 * 1024, Math.floor(c.maxMessageBytes / 4)),
+        rng: createRng(randomInt(2 ** 32)),
+        initial,
+      });
+      this.transport = new PeerTransport({
+        nodeId: c.nodeId,
+        clusterId: c.clusterId,
+        peers: new Map(c.members),
+        maxMessageBytes: c.maxMessageBytes,
+        onMessage: (m) => {
+          if ((m.type === 'App' || m.type === 'Heartbeat') && m.term >= this.raft.term) this.lastLeaderContactMs = Date.now();
+          this.runtime.step(m);
+        },
+        logger: { info: (msg) => this.log.info('transport', { msg }), warn: (msg) => this.log.warn('transport', { msg }) },
+      });
+      this.runtime = new RaftRuntime<ApplyResult>({
+        raft: this.raft,
+        store: this.store,
+        stateMachine: this.sm,
+        transport: this.transport,
+        tickMs: c.tickMs,
+        maxPendingProposals: c.maxPendingProposals,
+        maxPendingReads: c.maxPendingReads,
+        logger: this.log,
+        onFatal: this.fatal,
+        onSoftState: (s) => {
+          this.log.info('role', { role: s.role, leader: s.leader, term: this.raft.term });
+          if (s.leader !== NONE) {
+            for (const w of this.leaderWaiters) w();
+            this.leaderWaiters.clear();
+          }
+        },
+      });
+      this.server = new grpc.Server({
+        'grpc.max_receive_message_length': c.maxMessageBytes,
+        'grpc.max_send_message_length': c.maxMessageBytes,
+      });
+      addKvService(this.server, this.handlers());
+      this.transport.addToServer(this.server);
+      this.health = new HealthImplementation({ '': 'SERVING', [KV_SERVICE_NAME]: 'SERVING' });
+      this.health.addToServer(this.server);
+      new ReflectionService({ ...kvPackageDefinition, ...peerPackageDefinition }).addToServer(this.server);
+      const listen = c.listen ?? c.members.get(c.nodeId)!;
+      this.port = await new Promise<number>((resolve, reject) =>
+        this.server.bindAsync(listen, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+      );
+      this.runtime.start();
+      this.log.info('started', {
+        listen: `${listen.replace(/:\d+$/, '')}:${this.port}`,
+        term: initial.hardState.term,
+        lastIndex: initial.entries.length,
+        applied: initial.applied,
+        members: Object.fromEntries(c.members),
+      });
+    } catch (e) {
+      await this.store.close().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Stops accepting requests, lets in-flight batches finish, and closes LevelDB cleanly. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.health?.setStatus('', 'NOT_SERVING');
+      await this.runtime?.stop();
+      await this.transport?.close();
+      for (const client of this.forwardClients.values()) client.close();
+      await new Promise<void>((resolve) => {
+        if (!this.server) return resolve();
+        const timer = setTimeout(() => {
+          this.server.forceShutdown();
+          resolve();
+        }, 2000);
+        this.server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      await this.store?.close();
+      this.log.info('stopped');
+    })();
+    return this.closing;
+  }
+
+  /** Starts an election now (used by tests and tools). */
+  campaign(): void {
+    this.runtime.campaign();
+  }
+
+  // ---- requests -------------------------------------------------------------------------------
+
+  private header(index: number, consistency: pb.ConsistencyName = 'CONSISTENCY_UNSPECIFIED', stalenessMs = 0): pb.ResponseHeader {
+    return {
+      index,
+      node_id: this.config.nodeId,
+      term: this.raft.term,
+      leader_id: this.raft.leader,
+      consistency,
+      staleness_ms: stalenessMs,
+    };
+  }
+
+  private handlers(): KvHandlers {
+    const l = this.config.limits;
+    return {
+      nodeId: this.config.nodeId,
+      defaultTimeoutMs: this.config.defaultTimeoutMs,
+      leaderAddress: (id) => this.config.members.get(id),
+      put: async (req, ctx) => {
+        const key = checkKey('key', req.key, l);
+        const value = checkValue('value', req.value, l);
+        const session = checkSession(req.session, l);
+        return this.write('Put', req, ctx, { op: 'put', key, value, ...session }, (r) => {
+          if (r.kind !== 'put') throw unexpected(r);
+          return { header: this.header(r.index), prev_kv: req.prev_kv && r.prev ? kvMsg(key, r.prev) : null };
+        });
+      },
+      delete: async (req, ctx) => {
+        const key = checkKey('key', req.key, l);
+        const session = checkSession(req.session, l);
+        return this.write('Delete', req, ctx, { op: 'delete', key, ...session }, (r) => {
+          if (r.kind !== 'delete') throw unexpected(r);
+          return { header: this.header(r.index), deleted: r.deleted, prev_kv: req.prev_kv && r.prev ? kvMsg(key, r.prev) : null };
+        });
+      },
+      compareAndSwap: async (req, ctx) => {
+        const key = checkKey('key', req.key, l);
+        const compare = checkCompare(req, l);
+        const value = checkValue('value', req.value, l);
+        const session = checkSession(req.session, l);
+        return this.write('CompareAndSwap', req, ctx, { op: 'cas', key, compare, value, ...session }, (r) => {
+          if (r.kind !== 'cas') throw unexpected(r);
+          return { header: this.header(r.index), succeeded: r.succeeded, current: r.current ? kvMsg(key, r.current) : null };
+        });
+      },
+      get: async (req, ctx) => {
+        const key = checkKey('key', req.key, l);
+        const read = checkReadOptions(req.read);
+        const served = await this.readBarrier(read, ctx.deadlineMs);
+        const rec = await this.sm.get(key);
+        return { header: served, found: rec !== undefined, kv: rec ? kvMsg(key, rec) : null };
+      },
+      range: async (req, ctx) => {
+        const read = checkReadOptions(req.read);
+        const prefix = checkKey('prefix', req.prefix, l, true);
+        const start = checkKey('start', req.start, l, true);
+        const end = checkKey('end', req.end, l, true);
+        const after = checkKey('page_token', req.page_token, l, true);
+        if (prefix.length > 0 && (start.length > 0 || end.length > 0)) {
+          throw new InvalidArgumentError('prefix', 'give either prefix or start/end, not both');
+        }
+        if (end.length > 0 && Buffer.compare(Buffer.from(start), Buffer.from(end)) >= 0) {
+          throw new InvalidArgumentError('end', 'must be greater than start');
+        }
+        const limit = req.limit === 0 ? l.maxRangePageSize : req.limit;
+        if (limit > l.maxRangePageSize) {
+          throw new InvalidArgumentError('limit', `${limit} is over the limit (limit maxRangePageSize=${l.maxRangePageSize})`);
+        }
+        const served = await this.readBarrier(read, ctx.deadlineMs);
+        const range = prefix.length > 0 ? { prefix } : end.length > 0 ? { start, end } : { start };
+        const res = await this.sm.range(range, {
+          limit,
+          keysOnly: req.keys_only,
+          maxBytes: Math.floor(this.config.maxMessageBytes / 2),
+          ...(after.length > 0 ? { after } : {}),
+        });
+        return {
+          header: served,
+          kvs: res.items.map((it) => (it.record ? kvMsg(it.key, it.record) : { key: it.key, value: new Uint8Array(0), create_index: 0, mod_index: 0, version: 0 })),
+          more: res.more,
+          next_page_token: res.nextToken ?? new Uint8Array(0),
+        };
+      },
+      status: async () => this.status(),
+    };
+  }
+
+  /** Proposes on the leader, or forwards to it; waits for a leader for a bounded time. */
+  private async write<Req, Res>(
+    method: string,
+    req: Req,
+    ctx: { deadlineMs: number; forwarded: boolean },
+    cmd: Command extends infer C ? (C extends Command ? Omit<C, 'proposedAtMs'> : never) : never,
+    toResponse: (r: ApplyResult) => Res,
+  ): Promise<Res> {
+    await this.waitForLeader(ctx.deadlineMs);
+    if (this.raft.role !== 'leader') {
+      if (ctx.forwarded) throw new NotLeaderError(this.raft.leader);
+      return this.forward<Req, Res>(method, req, ctx.deadlineMs);
+    }
+    const data = encodeCommand({ ...cmd, proposedAtMs: Date.now() } as Command);
+    const { result } = await this.runtime.propose(data, Math.max(1, ctx.deadlineMs - Date.now()));
+    if (result.kind === 'error') {
+      throw new RaftKvError(result.code === 'STALE_SEQUENCE' ? 'STALE_SEQUENCE' : 'INVALID_ARGUMENT', result.message);
+    }
+    return toResponse(result);
+  }
+
+  /** Waits until some leader is known, at most until the deadline or two election timeouts. */
+  private async waitForLeader(deadlineMs: number): Promise<void> {
+    if (this.raft.leader !== NONE) return;
+    const boundMs = Math.min(deadlineMs - Date.now(), 2 * this.config.electionTimeoutTicks * this.config.tickMs);
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.leaderWaiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(0, boundMs));
+      this.leaderWaiters.add(done);
+    });
+    if (this.raft.leader === NONE) {
+      throw new RaftKvError('UNAVAILABLE', 'no leader is known: an election is in progress or a majority of the cluster is unreachable');
+    }
+  }
+
+  private forward<Req, Res>(method: string, req: Req, deadlineMs: number): Promise<Res> {
+    const leader = this.raft.leader;
+    let client = this.forwardClients.get(leader);
+    if (!client) {
+      const addr = this.config.members.get(leader);
+      if (!addr) throw new NotLeaderError(leader);
+      const Ctor = grpc.makeGenericClientConstructor(kvServiceDefinition, 'KV');
+      client = new Ctor(addr, grpc.credentials.createInsecure(), {
+        'grpc.max_receive_message_length': this.config.maxMessageBytes,
+        'grpc.max_send_message_length': this.config.maxMessageBytes,
+      });
+      this.forwardClients.set(leader, client);
+    }
+    const md = new grpc.Metadata();
+    md.set(FORWARDED, String(this.config.nodeId));
+    const fn = (client as unknown as Record<string, (r: Req, m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, res: Res) => void) => void>)[method]!;
+    return new Promise<Res>((resolve, reject) =>
+      fn.call(client, req, md, { deadline: deadlineMs }, (err, res) => (err ? reject(err) : resolve(res))),
+    );
+  }
+
+  /**
+   * Waits until a read in the given mode may be served here, and returns the header to serve it
+   * with. LINEARIZABLE: ReadIndex. LEASE is served as LINEARIZABLE until leases exist. STALE: at once
+   * (after min_index, if given).
+   */
+  private async readBarrier(read: ReadRequestOptions, deadlineMs: number): Promise<pb.ResponseHeader> {
+    const timeout = (): number => Math.max(1, deadlineMs - Date.now());
+    if (read.consistency === 'STALE') {
+      const staleness = this.stalenessMs();
+      if (read.maxStalenessMs > 0 && staleness > read.maxStalenessMs) {
+        throw new RaftKvError(
+          'UNAVAILABLE',
+          `this node last heard from a leader ${staleness} ms ago, more than max_staleness_ms=${read.maxStalenessMs}`,
+        );
+      }
+      if (read.minIndex > 0) await this.runtime.waitApplied(read.minIndex, timeout());
+      return this.header(this.runtime.appliedIndex, 'STALE', this.stalenessMs());
+    }
+    await this.waitForLeader(deadlineMs);
+    const index = await this.runtime.readIndex(timeout());
+    await this.runtime.waitApplied(index, timeout());
+    return this.header(this.runtime.appliedIndex, 'LINEARIZABLE');
+  }
+
+  private stalenessMs(): number {
+    if (this.raft.role === 'leader') return 0;
+    if (this.lastLeaderContactMs === 0) return Number.MAX_SAFE_INTEGER;
+    return Math.max(0, Date.now() - this.lastLeaderContactMs);
+  }
+
+  status(): pb.StatusResponse {
+    const s = this.raft.status();
+    const leaderKnown = s.leader !== NONE;
+    return {
+      node_id: s.id,
+      role: s.role,
+      term: s.term,
+      leader_id: s.leader,
+      leader_address: leaderKnown ? (this.config.members.get(s.leader) ?? '') : '',
+      commit_index: s.commitIndex,
+      applied_index: s.appliedIndex,
+      last_index: s.lastIndex,
+      members: [...this.config.members].map(([id, addr]) => ({
+        id,
+        client_address: addr,
+        peer_address: addr,
+        match_index: id === s.id ? s.lastIndex : (s.progress?.get(id)?.match ?? 0),
+      })),
+      writable: leaderKnown,
+      read_only_reason: leaderKnown ? '' : 'no leader is known: an election is in progress or a majority is unreachable',
+      ms_since_leader_contact: this.raft.role === 'leader' ? 0 : Math.min(this.stalenessMs(), Number.MAX_SAFE_INTEGER),
+      cluster_id: this.config.clusterId,
+    };
+  }
+}
+
+function kvMsg(key: Uint8Array, r: KvRecord): pb.KeyValueMsg {
+  return { key, value: r.value, create_index: r.createIndex, mod_index: r.modIndex, version: r.version };
+}
+
+function unexpected(r: ApplyResult | WriteResult): Error {
+  return new RaftKvError('INTERNAL', `unexpected apply result of kind ${r.kind}`);
+}

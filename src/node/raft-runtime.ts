@@ -1,0 +1,343 @@
+// Drives the pure Raft core with real time, a real disk and a real network. This is where the
+// persistence contract of src/raft/types.ts is carried out: send what may go at once, write the
+// batch durably, then send what had to wait, apply, and advance.
+
+import { LimitError, NotLeaderError, RaftKvError } from '../errors.js';
+import type { Raft } from '../raft/raft.js';
+import type { Entry, HardState, Message, Ready, SoftState } from '../raft/types.js';
+import type { Logger } from './logger.js';
+
+export interface LogStore {
+  /** One atomic, synced write of the hard state and entries (see the Ready contract). */
+  persist(batch: { readonly hardState?: HardState; readonly entries: readonly Entry[] }): Promise<void>;
+}
+
+export interface Applier<R> {
+  /** Applies committed entries in order, durably with the applied index; one result per entry. */
+  apply(entries: readonly Entry[]): Promise<readonly R[]>;
+}
+
+export interface MessageSink {
+  /** Non-blocking; may drop (Raft retransmits). */
+  send(messages: readonly Message[]): void;
+}
+
+export interface RuntimeOptions<R> {
+  readonly raft: Raft;
+  readonly store: LogStore;
+  readonly stateMachine: Applier<R>;
+  readonly transport: MessageSink;
+  readonly tickMs: number;
+  /** Limit: proposals accepted and not yet applied (or failed). */
+  readonly maxPendingProposals: number;
+  /** Limit: reads waiting for a read index or for the applied index to catch up. */
+  readonly maxPendingReads: number;
+  readonly logger: Logger;
+  /** Called when the node cannot go on safely (a failed disk write); the process should exit. */
+  readonly onFatal: (err: unknown) => void;
+  /** Called after each batch of committed entries has been applied. */
+  readonly onApplied?: (appliedIndex: number) => void;
+  readonly onSoftState?: (s: SoftState) => void;
+}
+
+interface Waiter<R> {
+  readonly term: number;
+  readonly resolve: (v: { index: number; result: R }) => void;
+  readonly reject: (e: Error) => void;
+  timer?: NodeJS.Timeout;
+}
+
+interface Queued<R> extends Omit<Waiter<R>, 'term'> {
+  readonly data: Uint8Array;
+}
+
+interface ReadWaiter {
+  readonly resolve: (index: number) => void;
+  readonly reject: (e: Error) => void;
+  timer?: NodeJS.Timeout;
+}
+
+interface ApplyWaiter {
+  readonly index: number;
+  readonly resolve: () => void;
+  readonly reject: (e: Error) => void;
+  timer?: NodeJS.Timeout;
+}
+
+/** A proposal that lost its place in the log to a leader change; it was not applied. */
+export class ProposalLostError extends RaftKvError {
+  constructor(index: number) {
+    super('UNAVAILABLE', `leadership changed before the write at index ${index} was committed; it was not applied, retry it`);
+  }
+}
+
+export class RaftRuntime<R> {
+  private readonly raft: Raft;
+  private readonly opts: RuntimeOptions<R>;
+  /** Proposals waiting to be handed to the core at the top of the next loop turn (batched). */
+  private queued: Queued<R>[] = [];
+  /** Proposals in the log, by index, waiting to be applied. */
+  private readonly waiters = new Map<number, Waiter<R>>();
+  /** Reads waiting to be handed to the core as one ReadIndex request (one confirmation round). */
+  private queuedReads: ReadWaiter[] = [];
+  /** Reads handed to the core, by request context. */
+  private readonly readBatches = new Map<number, ReadWaiter[]>();
+  private nextReadContext = 1;
+  /** Waiting for the applied index to reach an index; kept sorted by index. */
+  private applyWaiters: ApplyWaiter[] = [];
+  private ticker: NodeJS.Timeout | undefined;
+  private loopRunning = false;
+  private loopDone: Promise<void> = Promise.resolve();
+  private stopped = false;
+
+  constructor(opts: RuntimeOptions<R>) {
+    this.opts = opts;
+    this.raft = opts.raft;
+  }
+
+  start(): void {
+    this.ticker = setInterval(() => {
+      this.raft.tick();
+      this.kick();
+    }, this.opts.tickMs);
+    this.kick();
+  }
+
+  /** Pending proposals (queued or in the log, not yet applied). */
+  pendingCount(): number {
+    return this.queued.length + this.waiters.size;
+  }
+
+  /** Reads waiting for a read index or for the applied index. */
+  pendingReadCount(): number {
+    let n = this.queuedReads.length + this.applyWaiters.length;
+    for (const b of this.readBatches.values()) n += b.length;
+    return n;
+  }
+
+  get appliedIndex(): number {
+    return this.raft.appliedIndex;
+  }
+
+  /**
+   * A linearizable read index (ReadIndex): resolves with an index such that a read served once the
+   * applied index reaches it reflects every write committed before this call. Concurrent calls share
+   * one confirmation round.
+   */
+  readIndex(timeoutMs: number): Promise<number> {
+    if (this.stopped) return Promise.reject(new RaftKvError('UNAVAILABLE', 'the node is shutting down'));
+    if (this.pendingReadCount() >= this.opts.maxPendingReads) {
+      return Promise.reject(
+        new LimitError('TOO_MANY_REQUESTS', 'maxPendingReads', this.opts.maxPendingReads, 'too many reads in progress on this node'),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      const w: ReadWaiter = { resolve, reject };
+      w.timer = setTimeout(() => {
+        this.forgetRead(w);
+        reject(new RaftKvError('TIMEOUT', `leadership could not be confirmed for a read within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.queuedReads.push(w);
+      this.kick();
+    });
+  }
+
+  /** Resolves once the applied index reaches `index`. */
+  waitApplied(index: number, timeoutMs: number): Promise<void> {
+    if (this.raft.appliedIndex >= index) return Promise.resolve();
+    if (this.pendingReadCount() >= this.opts.maxPendingReads) {
+      return Promise.reject(
+        new LimitError('TOO_MANY_REQUESTS', 'maxPendingReads', this.opts.maxPendingReads, 'too many reads in progress on this node'),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      const w: ApplyWaiter = { index, resolve, reject };
+      w.timer = setTimeout(() => {
+        this.applyWaiters = this.applyWaiters.filter((x) => x !== w);
+        reject(new RaftKvError('TIMEOUT', `this node did not apply index ${index} within ${timeoutMs} ms (applied ${this.raft.appliedIndex})`));
+      }, timeoutMs);
+      let k = this.applyWaiters.length;
+      while (k > 0 && this.applyWaiters[k - 1]!.index > index) k--;
+      this.applyWaiters.splice(k, 0, w);
+    });
+  }
+
+  private forgetRead(w: ReadWaiter): void {
+    this.queuedReads = this.queuedReads.filter((x) => x !== w);
+    for (const [ctx, batch] of this.readBatches) {
+      const rest = batch.filter((x) => x !== w);
+      if (rest.length === 0) this.readBatches.delete(ctx);
+      else if (rest.length !== batch.length) this.readBatches.set(ctx, rest);
+    }
+  }
+
+  /** Hands queued reads to the core as one ReadIndex request. */
+  private flushReads(): void {
+    if (this.queuedReads.length === 0) return;
+    const batch = this.queuedReads;
+    this.queuedReads = [];
+    const ctx = this.nextReadContext++;
+    try {
+      this.raft.readIndex(ctx);
+      this.readBatches.set(ctx, batch);
+    } catch (e) {
+      for (const w of batch) this.settle(w, e as Error);
+    }
+  }
+
+  /** A leader change loses the core's pending read requests: fail them now rather than at their deadline. */
+  private failReads(err: Error): void {
+    for (const batch of this.readBatches.values()) for (const w of batch) this.settle(w, err);
+    this.readBatches.clear();
+  }
+
+  step(m: Message): void {
+    if (this.stopped) return;
+    this.raft.step(m);
+    this.kick();
+  }
+
+  /** Starts an election now. */
+  campaign(): void {
+    this.raft.campaign();
+    this.kick();
+  }
+
+  /**
+   * Proposes one command; resolves with its index and the state machine's result once applied.
+   * Rejects with NotLeaderError, LimitError (pending proposals or uncommitted bytes), a timeout after
+   * `timeoutMs`, or ProposalLostError when a leader change dropped it.
+   */
+  propose(data: Uint8Array, timeoutMs: number): Promise<{ index: number; result: R }> {
+    if (this.stopped) return Promise.reject(new RaftKvError('UNAVAILABLE', 'the node is shutting down'));
+    if (this.raft.role !== 'leader') return Promise.reject(new NotLeaderError(this.raft.leader));
+    if (this.pendingCount() >= this.opts.maxPendingProposals) {
+      return Promise.reject(
+        new LimitError('TOO_MANY_REQUESTS', 'maxPendingProposals', this.opts.maxPendingProposals, 'too many writes in progress on this node'),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      const q: Queued<R> = { data, resolve, reject };
+      q.timer = setTimeout(() => {
+        this.forget(q);
+        reject(new RaftKvError('TIMEOUT', `the write was not committed within ${timeoutMs} ms; it may still be applied later`));
+      }, timeoutMs);
+      this.queued.push(q);
+      this.kick();
+    });
+  }
+
+  /** Stops ticking and waits for the batch in progress; pending proposals fail. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.ticker) clearInterval(this.ticker);
+    await this.loopDone;
+    const err = new RaftKvError('UNAVAILABLE', 'the node is shutting down');
+    for (const q of this.queued) this.settle(q, err);
+    for (const w of this.waiters.values()) this.settle(w, err);
+    for (const w of this.queuedReads) this.settle(w, err);
+    for (const w of this.applyWaiters) this.settle(w, err);
+    this.failReads(err);
+    this.queued = [];
+    this.queuedReads = [];
+    this.applyWaiters = [];
+    this.waiters.clear();
+  }
+
+  private forget(q: Queued<R> | Waiter<R>): void {
+    const i = this.queued.indexOf(q as Queued<R>);
+    if (i >= 0) this.queued.splice(i, 1);
+    for (const [index, w] of this.waiters) if (w === q) this.waiters.delete(index);
+  }
+
+  private settle(w: { reject: (e: Error) => void; timer?: NodeJS.Timeout }, err: Error): void {
+    if (w.timer) clearTimeout(w.timer);
+    w.reject(err);
+  }
+
+  private kick(): void {
+    if (this.loopRunning || this.stopped) return;
+    this.loopRunning = true;
+    this.loopDone = this.loop().finally(() => {
+      this.loopRunning = false;
+    });
+  }
+
+  /** Hands queued proposals to the core as one batch, so they share one disk write and one append. */
+  private flushProposals(): void {
+    if (this.queued.length === 0) return;
+    const batch = this.queued;
+    this.queued = [];
+    try {
+      const { index, term } = this.raft.propose(batch.map((q) => q.data));
+      batch.forEach((q, i) => this.waiters.set(index + i, { ...q, term }));
+    } catch (e) {
+      for (const q of batch) this.settle(q, e as Error);
+    }
+  }
+
+  private async loop(): Promise<void> {
+    // Let the current macrotask's callers queue their proposals and messages first.
+    await Promise.resolve();
+    try {
+      for (;;) {
+        this.flushProposals();
+        this.flushReads();
+        if (!this.raft.hasReady()) break;
+        await this.handle(this.raft.ready());
+      }
+    } catch (e) {
+      this.opts.logger.error('fatal', { error: String((e as Error)?.stack ?? e) });
+      this.stopped = true;
+      if (this.ticker) clearInterval(this.ticker);
+      this.opts.onFatal(e);
+    }
+  }
+
+  private async handle(r: Ready): Promise<void> {
+    if (r.messages.length > 0) this.opts.transport.send(r.messages);
+    if (r.hardState || r.entries.length > 0) {
+      await this.opts.store.persist(r.hardState ? { hardState: r.hardState, entries: r.entries } : { entries: r.entries });
+    }
+    if (r.messagesAfterPersist.length > 0) this.opts.transport.send(r.messagesAfterPersist);
+    if (r.committedEntries.length > 0) {
+      const results = await this.opts.stateMachine.apply(r.committedEntries);
+      r.committedEntries.forEach((e, i) => {
+        const w = this.waiters.get(e.index);
+        if (!w) return;
+        this.waiters.delete(e.index);
+        if (w.timer) clearTimeout(w.timer);
+        if (w.term === e.term) w.resolve({ index: e.index, result: results[i]! });
+        else w.reject(new ProposalLostError(e.index));
+      });
+    }
+    for (const rs of r.readStates) {
+      const batch = this.readBatches.get(rs.context);
+      if (!batch) continue;
+      this.readBatches.delete(rs.context);
+      for (const w of batch) {
+        if (w.timer) clearTimeout(w.timer);
+        w.resolve(rs.index);
+      }
+    }
+    this.raft.advance(r);
+    if (r.committedEntries.length > 0) {
+      const applied = r.committedEntries[r.committedEntries.length - 1]!.index;
+      let k = 0;
+      while (k < this.applyWaiters.length && this.applyWaiters[k]!.index <= applied) {
+        const w = this.applyWaiters[k]!;
+        if (w.timer) clearTimeout(w.timer);
+        w.resolve();
+        k++;
+      }
+      if (k > 0) this.applyWaiters.splice(0, k);
+      this.opts.onApplied?.(applied);
+    }
+    if (r.softState) {
+      if (this.readBatches.size > 0) {
+        this.failReads(new RaftKvError('UNAVAILABLE', 'the leader changed while a read was being confirmed; retry it'));
+      }
+      this.opts.onSoftState?.(r.softState);
+    }
+  }
+}
