@@ -1,0 +1,157 @@
+// What one seed decides before the run starts: the cluster, the Raft settings and the fault mix.
+// Seeds differ in which faults they inject at all, not only in when (TigerBeetle's VOPR "swarm"
+// testing): a seed with only partitions finds bugs that heavy loss would hide, and the reverse.
+
+import type { NetworkFaults, PartitionKind } from './network.js';
+import { PARTITION_KINDS } from './network.js';
+import { chance, intBetween, pick, type SimRng } from './random.js';
+
+/** Time units per tick of a node with a nominal clock. */
+export const TICK_PERIOD_UNITS = 10;
+
+export type Profile = 'calm' | 'lossy' | 'partitions' | 'crashes' | 'chaos';
+
+/** Profiles with weights: a profile listed twice is drawn twice as often. */
+export const PROFILES: readonly Profile[] = ['calm', 'lossy', 'lossy', 'partitions', 'partitions', 'crashes', 'crashes', 'chaos', 'chaos', 'chaos'];
+
+export interface FaultMix {
+  readonly profile: Profile;
+  readonly network: NetworkFaults;
+  /** Random crashes per 100 ticks, over the whole cluster. */
+  readonly crashesPer100Ticks: number;
+  readonly meanDowntimeTicks: number;
+  /**
+   * Probability of a crash at each of the three crash points of a Ready that writes something:
+   * before persisting, after persisting (before the acknowledgements leave), after applying (before
+   * advance).
+   */
+  readonly crashInReadyProbability: number;
+  readonly partitionsPer100Ticks: number;
+  readonly meanPartitionTicks: number;
+  readonly partitionKinds: readonly PartitionKind[];
+  /** Spontaneous campaign() calls per 100 ticks, on a random live node. */
+  readonly campaignsPer100Ticks: number;
+}
+
+export interface SimConfig {
+  readonly seed: number;
+  readonly clusterSize: number;
+  readonly electionTimeoutTicks: number;
+  readonly heartbeatIntervalTicks: number;
+  readonly preVote: boolean;
+  readonly checkQuorum: boolean;
+  readonly maxAppendBytes: number | undefined;
+  readonly maxInflightMessages: number | undefined;
+  readonly maxUncommittedBytes: number | undefined;
+  /** Length of the fault phase; the liveness phase follows it. */
+  readonly faultTicks: number;
+  /** Client proposal events per 100 ticks; each proposes 1 to 3 payloads. */
+  readonly proposalsPer100Ticks: number;
+  /** Linearizable read requests (readIndex) per 100 ticks, on random live nodes. */
+  readonly readsPer100Ticks: number;
+  readonly maxPayloadBytes: number;
+  readonly mix: FaultMix;
+}
+
+export interface ConfigOverrides {
+  readonly clusterSize?: number;
+  readonly faultTicks?: number;
+  readonly profile?: Profile;
+}
+
+const NO_NETWORK_FAULTS = { lossRate: 0, duplicateRate: 0 } as const;
+
+/** Draws the whole configuration of a run from `rng` (the seed's generator), first thing. */
+export function chooseConfig(seed: number, rng: SimRng, overrides: ConfigOverrides = {}): SimConfig {
+  const clusterSize = overrides.clusterSize ?? pick(rng, [3, 5]);
+  const electionTimeoutTicks = intBetween(rng, 6, 14);
+  const heartbeatIntervalTicks = intBetween(rng, 1, Math.min(3, electionTimeoutTicks - 1));
+  const preVote = chance(rng, 0.8);
+  const checkQuorum = chance(rng, 0.8);
+  const maxAppendBytes = chance(rng, 0.4) ? intBetween(rng, 1, 64) : undefined;
+  const maxInflightMessages = chance(rng, 0.5) ? intBetween(rng, 1, 8) : undefined;
+  const maxUncommittedBytes = chance(rng, 0.25) ? intBetween(rng, 32, 512) : undefined;
+  const faultTicks = overrides.faultTicks ?? intBetween(rng, 300, 500);
+  const proposalsPer100Ticks = pick(rng, [5, 20, 60]);
+  const maxPayloadBytes = pick(rng, [16, 64]);
+  const readsPer100Ticks = pick(rng, [0, 10, 40]);
+
+  const profile = overrides.profile ?? pick(rng, PROFILES);
+  // Keep a round trip well under the election timeout, so the healed cluster can elect a leader.
+  const maxDelayCap = Math.floor((electionTimeoutTicks * TICK_PERIOD_UNITS) / 3);
+  const delays = {
+    minDelayUnits: 1,
+    maxDelayUnits: Math.min(maxDelayCap, pick(rng, [5, 15, 30, 50])),
+  };
+  const lossy = { lossRate: pick(rng, [0.01, 0.05, 0.15, 0.3]), duplicateRate: pick(rng, [0, 0.02, 0.1]) };
+  const crashes = {
+    crashesPer100Ticks: pick(rng, [0.5, 1, 3]),
+    meanDowntimeTicks: pick(rng, [5, 20, 60]),
+    crashInReadyProbability: pick(rng, [0, 0.001, 0.005, 0.02]),
+  };
+  const noCrashes = { crashesPer100Ticks: 0, meanDowntimeTicks: 0, crashInReadyProbability: 0 };
+  const partitions = {
+    partitionsPer100Ticks: pick(rng, [0.5, 1, 3]),
+    meanPartitionTicks: pick(rng, [10, 30, 80]),
+    partitionKinds: somePartitionKinds(rng),
+  };
+  const noPartitions = { partitionsPer100Ticks: 0, meanPartitionTicks: 0, partitionKinds: [] };
+  const campaignsPer100Ticks = pick(rng, [0, 0, 0.5, 2]);
+
+  let mix: FaultMix;
+  switch (profile) {
+    case 'calm':
+      mix = { profile, network: { ...NO_NETWORK_FAULTS, ...delays }, ...noCrashes, ...noPartitions, campaignsPer100Ticks };
+      break;
+    case 'lossy':
+      mix = { profile, network: { ...lossy, ...delays }, ...noCrashes, ...noPartitions, campaignsPer100Ticks: 0 };
+      break;
+    case 'partitions':
+      mix = { profile, network: { ...NO_NETWORK_FAULTS, ...delays }, ...noCrashes, ...partitions, campaignsPer100Ticks: 0 };
+      break;
+    case 'crashes':
+      mix = { profile, network: { ...NO_NETWORK_FAULTS, ...delays }, ...crashes, ...noPartitions, campaignsPer100Ticks: 0 };
+      break;
+    case 'chaos':
+      mix = { profile, network: { ...lossy, ...delays }, ...crashes, ...partitions, campaignsPer100Ticks };
+      break;
+  }
+  return {
+    seed,
+    clusterSize,
+    electionTimeoutTicks,
+    heartbeatIntervalTicks,
+    preVote,
+    checkQuorum,
+    maxAppendBytes,
+    maxInflightMessages,
+    maxUncommittedBytes,
+    faultTicks,
+    proposalsPer100Ticks,
+    readsPer100Ticks,
+    maxPayloadBytes,
+    mix,
+  };
+}
+
+function somePartitionKinds(rng: SimRng): PartitionKind[] {
+  const kinds = PARTITION_KINDS.filter(() => chance(rng, 0.6));
+  return kinds.length > 0 ? kinds : [pick(rng, PARTITION_KINDS)];
+}
+
+/** The configuration in a few lines, for the verbose replay. */
+export function describeConfig(c: SimConfig): string {
+  const m = c.mix;
+  const n = m.network;
+  const opt = (v: number | undefined): string => (v === undefined ? 'default' : String(v));
+  return [
+    `seed ${c.seed}: ${c.clusterSize} nodes, profile ${m.profile}, fault phase ${c.faultTicks} ticks`,
+    `  raft: electionTimeoutTicks=${c.electionTimeoutTicks} heartbeatIntervalTicks=${c.heartbeatIntervalTicks} ` +
+      `preVote=${c.preVote} checkQuorum=${c.checkQuorum} maxAppendBytes=${opt(c.maxAppendBytes)} ` +
+      `maxInflightMessages=${opt(c.maxInflightMessages)} maxUncommittedBytes=${opt(c.maxUncommittedBytes)}`,
+    `  network: loss=${n.lossRate} duplicate=${n.duplicateRate} delay=${n.minDelayUnits}..${n.maxDelayUnits} units (tick=${TICK_PERIOD_UNITS})`,
+    `  crashes: ${m.crashesPer100Ticks}/100 ticks, mean downtime ${m.meanDowntimeTicks} ticks, in-Ready crash p=${m.crashInReadyProbability}`,
+    `  partitions: ${m.partitionsPer100Ticks}/100 ticks, mean ${m.meanPartitionTicks} ticks, kinds [${m.partitionKinds.join(', ')}]`,
+    `  clients: ${c.proposalsPer100Ticks} proposals/100 ticks, payload <= ${c.maxPayloadBytes} bytes; ${c.readsPer100Ticks} reads/100 ticks; campaigns ${m.campaignsPer100Ticks}/100 ticks`,
+  ].join('\n');
+}
