@@ -31,6 +31,7 @@ export type CheckName =
   | 'protocol'
   | 'invariant'
   | 'exception'
+  | 'stale-leader'
   | 'liveness';
 
 export interface ViolationWhere {

@@ -11,6 +11,7 @@ import { RaftKvError } from '../../src/errors.js';
 import { Raft } from '../../src/raft/raft.js';
 import type { Message, NodeId, Role } from '../../src/raft/types.js';
 import { SafetyChecker, SafetyViolation, type CheckName } from './checker.js';
+import { LeaderContactCheck } from './leader-contact.js';
 import { EventQueue } from './event-queue.js';
 import { Network } from './network.js';
 import { chance, createRng, exponential, intBetween, pick, type SimRng } from './random.js';
@@ -115,6 +116,7 @@ export interface SimOptions {
 export class Simulator {
   readonly config: SimConfig;
   readonly checker: SafetyChecker;
+  private readonly leaderContact: LeaderContactCheck | undefined;
   readonly network: Network;
   readonly stats: SimStats = {
     steps: 0,
@@ -161,6 +163,8 @@ export class Simulator {
     this.options = options;
     this.peers = Array.from({ length: config.clusterSize }, (_, k) => k + 1);
     this.checker = new SafetyChecker(this.peers);
+    // Only meaningful with check-quorum on; a leader without it may legitimately stay forever.
+    this.leaderContact = config.checkQuorum ? new LeaderContactCheck(this.peers, 2 * config.electionTimeoutTicks + 1) : undefined;
     this.network = new Network(this.peers, rng, config.mix.network, (msg, delayUnits) =>
       this.queue.push(this.nowUnits + delayUnits, { kind: 'deliver', msg }),
     );
@@ -255,6 +259,7 @@ export class Simulator {
     const node = this.node(id);
     const raft = node.raft;
     if (raft === undefined || node.incarnation !== incarnation) return;
+    this.leaderContact?.onTick(id);
     this.call(node, 'tick', () => raft.tick());
     if (raft.hasReady()) this.trace.add(this.nowUnits, id, 'tick');
     this.afterInput(node);
@@ -274,6 +279,7 @@ export class Simulator {
       return;
     }
     this.stats.messagesDelivered++;
+    this.leaderContact?.onDelivered(msg);
     this.trace.add(this.nowUnits, msg.to, 'recv', msg);
     this.call(node, `step(${msg.type})`, () => raft.step(msg));
     this.afterInput(node);
@@ -527,6 +533,7 @@ export class Simulator {
     node.raft = undefined;
     node.incarnation++;
     this.checker.onCrash(node.id);
+    this.leaderContact?.onCrash(node.id);
     this.stats.crashes++;
     this.trace.add(this.nowUnits, node.id, 'crash', undefined, why);
     const downtimeUnits = exponential(this.rng, Math.max(1, this.config.mix.meanDowntimeTicks) * TICK_PERIOD_UNITS);
@@ -552,6 +559,7 @@ export class Simulator {
       node.lastTerm = raft.term;
     }
     this.checker.afterEvent(node.id, raft);
+    this.leaderContact?.afterEvent(node.id, raft.role, raft.term);
     if (this.options.invariantsOnAllNodes ?? true) {
       for (const n of this.nodes) if (n.raft !== undefined) this.checkInvariants(n, n.raft);
     } else {
