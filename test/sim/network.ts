@@ -88,6 +88,15 @@ export class Network {
     this.blocked.clear();
   }
 
+  /** Replaces any current partition by one that cuts `node` off from every other node. */
+  isolate(node: NodeId): string {
+    this.blocked.clear();
+    const rest = this.nodes.filter((n) => n !== node);
+    this.blockBetween([node], rest);
+    this.blockBetween(rest, [node]);
+    return `isolate ${node} (new leader)`;
+  }
+
   /**
    * Replaces any current partition by a new one of `kind`, drawn at random. Returns a one-line
    * description for the trace. A kind that needs more nodes than there are falls back to isolate.

@@ -9,10 +9,12 @@ import { chance, intBetween, pick, type SimRng } from './random.js';
 /** Time units per tick of a node with a nominal clock. */
 export const TICK_PERIOD_UNITS = 10;
 
-export type Profile = 'calm' | 'lossy' | 'partitions' | 'crashes' | 'chaos';
+export type Profile = 'calm' | 'lossy' | 'partitions' | 'crashes' | 'chaos' | 'leader-churn';
 
 /** Profiles with weights: a profile listed twice is drawn twice as often. */
-export const PROFILES: readonly Profile[] = ['calm', 'lossy', 'lossy', 'partitions', 'partitions', 'crashes', 'crashes', 'chaos', 'chaos', 'chaos'];
+export const PROFILES: readonly Profile[] = [
+  'calm', 'lossy', 'lossy', 'partitions', 'partitions', 'crashes', 'crashes', 'chaos', 'chaos', 'chaos', 'leader-churn', 'leader-churn',
+];
 
 export interface FaultMix {
   readonly profile: Profile;
@@ -28,6 +30,13 @@ export interface FaultMix {
   readonly crashInReadyProbability: number;
   readonly partitionsPer100Ticks: number;
   readonly meanPartitionTicks: number;
+  /**
+   * Probability that a node that has just become leader is, within two ticks, isolated from every
+   * other node (for `meanLeaderIsolationTicks` on average) or crashed. Leaders cut off right after
+   * their election leave uncommitted entries of their term behind: the raw material of Figure 8.
+   */
+  readonly leaderFaultProbability: number;
+  readonly meanLeaderIsolationTicks: number;
   readonly partitionKinds: readonly PartitionKind[];
   /** Spontaneous campaign() calls per 100 ticks, on a random live node. */
   readonly campaignsPer100Ticks: number;
@@ -97,23 +106,43 @@ export function chooseConfig(seed: number, rng: SimRng, overrides: ConfigOverrid
   };
   const noPartitions = { partitionsPer100Ticks: 0, meanPartitionTicks: 0, partitionKinds: [] };
   const campaignsPer100Ticks = pick(rng, [0, 0, 0.5, 2]);
+  // Drawn after everything above, so adding them did not change what earlier draws decide.
+  const leaderFaults = {
+    leaderFaultProbability: pick(rng, [0.3, 0.6, 0.9]),
+    meanLeaderIsolationTicks: pick(rng, [5, 15, 40]),
+  };
+  const noLeaderFaults = { leaderFaultProbability: 0, meanLeaderIsolationTicks: 0 };
+  const churnAppendBytes = intBetween(rng, 1, 16);
 
   let mix: FaultMix;
   switch (profile) {
     case 'calm':
-      mix = { profile, network: { ...NO_NETWORK_FAULTS, ...delays }, ...noCrashes, ...noPartitions, campaignsPer100Ticks };
+      mix = { profile, network: { ...NO_NETWORK_FAULTS, ...delays }, ...noCrashes, ...noPartitions, campaignsPer100Ticks, ...noLeaderFaults };
       break;
     case 'lossy':
-      mix = { profile, network: { ...lossy, ...delays }, ...noCrashes, ...noPartitions, campaignsPer100Ticks: 0 };
+      mix = { profile, network: { ...lossy, ...delays }, ...noCrashes, ...noPartitions, campaignsPer100Ticks: 0, ...noLeaderFaults };
       break;
     case 'partitions':
-      mix = { profile, network: { ...NO_NETWORK_FAULTS, ...delays }, ...noCrashes, ...partitions, campaignsPer100Ticks: 0 };
+      mix = { profile, network: { ...NO_NETWORK_FAULTS, ...delays }, ...noCrashes, ...partitions, campaignsPer100Ticks: 0, ...noLeaderFaults };
       break;
     case 'crashes':
-      mix = { profile, network: { ...NO_NETWORK_FAULTS, ...delays }, ...crashes, ...noPartitions, campaignsPer100Ticks: 0 };
+      mix = { profile, network: { ...NO_NETWORK_FAULTS, ...delays }, ...crashes, ...noPartitions, campaignsPer100Ticks: 0, ...noLeaderFaults };
       break;
     case 'chaos':
-      mix = { profile, network: { ...lossy, ...delays }, ...crashes, ...partitions, campaignsPer100Ticks };
+      mix = { profile, network: { ...lossy, ...delays }, ...crashes, ...partitions, campaignsPer100Ticks, ...leaderFaults, leaderFaultProbability: 0.1 };
+      break;
+    case 'leader-churn':
+      // New leaders are cut off or crash soon after election, appends carry one entry or a few, and
+      // messages overtake each other: old-term entries reach a majority before the new no-op does.
+      mix = {
+        profile,
+        network: { lossRate: pick(rng, [0, 0.05]), duplicateRate: 0, ...delays },
+        ...crashes,
+        crashesPer100Ticks: 0,
+        ...partitions,
+        campaignsPer100Ticks,
+        ...leaderFaults,
+      };
       break;
   }
   return {
@@ -123,7 +152,7 @@ export function chooseConfig(seed: number, rng: SimRng, overrides: ConfigOverrid
     heartbeatIntervalTicks,
     preVote,
     checkQuorum,
-    maxAppendBytes,
+    maxAppendBytes: profile === 'leader-churn' ? churnAppendBytes : maxAppendBytes,
     maxInflightMessages,
     maxUncommittedBytes,
     faultTicks,
@@ -152,6 +181,7 @@ export function describeConfig(c: SimConfig): string {
     `  network: loss=${n.lossRate} duplicate=${n.duplicateRate} delay=${n.minDelayUnits}..${n.maxDelayUnits} units (tick=${TICK_PERIOD_UNITS})`,
     `  crashes: ${m.crashesPer100Ticks}/100 ticks, mean downtime ${m.meanDowntimeTicks} ticks, in-Ready crash p=${m.crashInReadyProbability}`,
     `  partitions: ${m.partitionsPer100Ticks}/100 ticks, mean ${m.meanPartitionTicks} ticks, kinds [${m.partitionKinds.join(', ')}]`,
+    `  leader faults: p=${m.leaderFaultProbability} after each election, mean isolation ${m.meanLeaderIsolationTicks} ticks`,
     `  clients: ${c.proposalsPer100Ticks} proposals/100 ticks, payload <= ${c.maxPayloadBytes} bytes; ${c.readsPer100Ticks} reads/100 ticks; campaigns ${m.campaignsPer100Ticks}/100 ticks`,
   ].join('\n');
 }

@@ -43,6 +43,9 @@ type SimEvent =
   | { readonly kind: 'restart'; readonly node: NodeId; readonly incarnation: number }
   /** Starts a partition when the network is whole, heals it otherwise. */
   | { readonly kind: 'partition' }
+  /** A leader elected moments ago is cut off or crashed (see FaultMix.leaderFaultProbability). */
+  | { readonly kind: 'leader-fault'; readonly node: NodeId; readonly term: number }
+  | { readonly kind: 'heal-isolation' }
   /** The end of the fault phase. */
   | { readonly kind: 'heal-all' }
   | { readonly kind: 'liveness-probe' };
@@ -248,6 +251,10 @@ export class Simulator {
       }
       case 'partition':
         return this.onPartition();
+      case 'leader-fault':
+        return this.onLeaderFault(ev.node, ev.term);
+      case 'heal-isolation':
+        return this.onHealIsolation();
       case 'heal-all':
         return this.onHealAll();
       case 'liveness-probe':
@@ -363,6 +370,24 @@ export class Simulator {
     this.trace.add(this.nowUnits, node.id, 'campaign');
     this.call(node, 'campaign', () => raft.campaign());
     this.afterInput(node);
+  }
+
+  private onLeaderFault(id: NodeId, term: number): void {
+    const node = this.node(id);
+    if (this.phase !== 'fault' || node.raft?.role !== 'leader' || node.raft.term !== term) return;
+    if (chance(this.rng, 0.25)) {
+      this.crash(node, 'new leader');
+      return;
+    }
+    this.stats.partitions++;
+    this.trace.add(this.nowUnits, 0, 'partition', undefined, this.network.isolate(id));
+    this.scheduleAfter(exponential(this.rng, Math.max(1, this.config.mix.meanLeaderIsolationTicks) * TICK_PERIOD_UNITS), { kind: 'heal-isolation' });
+  }
+
+  private onHealIsolation(): void {
+    if (this.phase !== 'fault') return;
+    this.network.heal();
+    this.trace.add(this.nowUnits, 0, 'heal');
   }
 
   private onRandomCrash(): void {
@@ -554,6 +579,9 @@ export class Simulator {
     const raft = node.raft;
     if (raft === undefined) return;
     if (raft.role !== node.lastRole || raft.term !== node.lastTerm) {
+      if (raft.role === 'leader' && this.phase === 'fault' && chance(this.rng, this.config.mix.leaderFaultProbability)) {
+        this.scheduleAfter(intBetween(this.rng, 0, 2 * TICK_PERIOD_UNITS), { kind: 'leader-fault', node: node.id, term: raft.term });
+      }
       this.trace.add(this.nowUnits, node.id, 'role', undefined, `${node.lastRole}@${node.lastTerm} -> ${raft.role}@${raft.term}`);
       node.lastRole = raft.role;
       node.lastTerm = raft.term;
