@@ -1,4 +1,4 @@
 // The public surface of the Raft core.
-export { Raft, type RaftStatus } from './raft.js';
+export { Raft, leaseDurationTicks, type RaftStatus } from './raft.js';
 export { createRng, type SeededRng } from './rng.js';
 export * from './types.js';

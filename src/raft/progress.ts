@@ -20,6 +20,8 @@ export class Progress {
   probeSent = false;
   /** Set by any message from the follower; cleared by each check-quorum round. */
   recentActive = false;
+  /** The leader's tick count when it last heard from this follower. */
+  lastHeardTick = 0;
   /** Last index of each append in flight, oldest first. Invariant: length <= maxInflight. */
   private readonly inflight: number[] = [];
   private readonly maxInflight: number;

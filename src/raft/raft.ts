@@ -8,6 +8,7 @@ import { RaftLog } from './log.js';
 import { Progress } from './progress.js';
 import {
   DEFAULT_MAX_APPEND_BYTES,
+  DEFAULT_MAX_CLOCK_DRIFT,
   DEFAULT_MAX_INFLIGHT_MESSAGES,
   DEFAULT_MAX_UNCOMMITTED_BYTES,
   NONE,
@@ -41,6 +42,10 @@ export interface RaftStatus {
   readonly lastIndex: number;
   /** Ticks since this node last heard from a leader (for a leader: since its last quorum check). */
   readonly electionElapsedTicks: number;
+  /** Leader only: whether a lease read would be served now. */
+  readonly leaseValid: boolean;
+  /** See Raft.hasQuorumContact. */
+  readonly quorumContact: boolean;
   /** For a leader: each follower's match index. */
   readonly progress?: ReadonlyMap<NodeId, { match: number; next: number; state: string }>;
 }
@@ -95,6 +100,22 @@ export class Raft {
   private readRound = 0;
   /** Leader only: the highest round each follower acknowledged. */
   private readonly ackedRound = new Map<NodeId, number>();
+  /** Leader only: the highest round a quorum acknowledged. */
+  private confirmedRound = 0;
+  /**
+   * Leader only: every heartbeat broadcast is a round; the leader's tick count when each was sent,
+   * oldest first. Rounds older than an election timeout are dropped (they can no longer extend the
+   * lease), so this stays short.
+   */
+  private roundsSent: { round: number; tick: number }[] = [];
+  /** Leader only: ticks since this node became leader (its own clock). */
+  private leaderTicks = 0;
+  /**
+   * Leader only: the tick at which the latest quorum-confirmed heartbeat round was sent; the lease
+   * runs from there for leaseTicks. -1: no lease yet.
+   */
+  private leaseFromTick = -1;
+  private readonly leaseTicks: number;
   /** Leader only: requests that arrived before the leader committed an entry of its term. */
   private readsBeforeCommit: { from: NodeId; context: number }[] = [];
   private readStates: ReadState[] = [];
@@ -121,6 +142,9 @@ export class Raft {
     this.maxAppendBytes = config.maxAppendBytes ?? DEFAULT_MAX_APPEND_BYTES;
     this.maxInflightMessages = config.maxInflightMessages ?? DEFAULT_MAX_INFLIGHT_MESSAGES;
     this.maxUncommittedBytes = config.maxUncommittedBytes ?? DEFAULT_MAX_UNCOMMITTED_BYTES;
+    this.leaseTicks = this.checkQuorum
+      ? (config.leaseTicks ?? leaseDurationTicks(config.electionTimeoutTicks, DEFAULT_MAX_CLOCK_DRIFT))
+      : 0;
     this.rng = config.rng;
 
     const init = config.initial;
@@ -178,6 +202,8 @@ export class Raft {
       appliedIndex: this.log.applied,
       lastIndex: this.log.lastIndex(),
       electionElapsedTicks: this.electionElapsed,
+      leaseValid: this.leaseReadIndex() !== undefined,
+      quorumContact: this.hasQuorumContact(),
     };
     if (this._role !== 'leader') return base;
     const progress = new Map<NodeId, { match: number; next: number; state: string }>();
@@ -245,6 +271,41 @@ export class Raft {
       this.send({ type: 'ReadIndex', from: this.id, to: this._leader, term: this._term, context });
     } else throw new NotLeaderError(NONE);
     this.checkInvariants();
+  }
+
+  /**
+   * A lease read (thesis §6.4.1): while the leader's lease holds, its commit index is a valid read
+   * index without a round trip. Returns undefined when there is no valid lease (not leader, lease
+   * lapsed or not yet confirmed, or no entry of this term committed yet): fall back to readIndex.
+   *
+   * The lease runs from the sending of the latest heartbeat round a quorum acknowledged, for
+   * leaseTicks of this node's clock. It is safe because each follower that acknowledged that round
+   * refuses votes for electionTimeoutTicks of its own clock after receiving it (inLease), so no
+   * other leader can be elected before the lease ends, as long as clock rates differ by less than
+   * the drift leaseTicks was computed for (leaseDurationTicks).
+   */
+  leaseReadIndex(): number | undefined {
+    if (this._role !== 'leader' || this.log.term(this.log.committed) !== this._term) return undefined;
+    if (this.quorum === 1) return this.log.committed;
+    if (this.leaseTicks <= 0 || this.leaseFromTick < 0) return undefined;
+    return this.leaderTicks < this.leaseFromTick + this.leaseTicks ? this.log.committed : undefined;
+  }
+
+  /**
+   * Whether this node can currently reach a quorum, as far as it can tell: a leader that heard from a
+   * majority (itself included) within the last election timeout, or a follower that heard from a
+   * leader within it. Used to fail writes and strong reads fast instead of at their deadline.
+   */
+  hasQuorumContact(): boolean {
+    if (this._role === 'leader') {
+      if (this.leaderTicks < this.electionTimeoutTicks) return true;
+      let heard = 0;
+      for (const pr of this.progress.values()) {
+        if (pr.id === this.id || this.leaderTicks - pr.lastHeardTick < this.electionTimeoutTicks) heard++;
+      }
+      return heard >= this.quorum;
+    }
+    return this._leader !== NONE && this.electionElapsed < this.electionTimeoutTicks;
   }
 
   /** Delivers one message addressed to this node. */
@@ -330,6 +391,11 @@ export class Raft {
     this.readQueue = [];
     this.readsBeforeCommit = [];
     this.ackedRound.clear();
+    this.confirmedRound = 0;
+    this.roundsSent = [];
+    this.leaderTicks = 0;
+    // Stepping down (or anything else that resets) ends the lease at once.
+    this.leaseFromTick = -1;
   }
 
   private becomeFollower(term: number, leader: NodeId): void {
@@ -359,6 +425,7 @@ export class Raft {
     this._leader = this.id;
     const next = this.log.lastIndex() + 1;
     for (const id of this.voters) this.progress.set(id, new Progress(id, next, this.maxInflightMessages));
+    // A new leader has just heard from a quorum (its votes); the lease still waits for a heartbeat round.
     const self = this.progress.get(this.id)!;
     self.becomeReplicate();
     self.maybeUpdate(this.log.stableIndex);
@@ -431,6 +498,10 @@ export class Raft {
   }
 
   private tickLeader(): void {
+    this.leaderTicks++;
+    while (this.roundsSent.length > 0 && this.roundsSent[0]!.tick < this.leaderTicks - this.electionTimeoutTicks) {
+      this.roundsSent.shift();
+    }
     this.heartbeatElapsed++;
     this.electionElapsed++;
     if (this.electionElapsed >= this.electionTimeoutTicks) {
@@ -631,6 +702,7 @@ export class Raft {
     const pr = this.progress.get(m.from);
     if (!pr || pr.id === this.id) return;
     pr.recentActive = true;
+    pr.lastHeardTick = this.leaderTicks;
     if (m.type === 'ReadIndex') {
       this.onReadIndex(m.from, m.context);
       return;
@@ -638,7 +710,7 @@ export class Raft {
     if (m.type === 'HeartbeatResp') {
       if (m.context > (this.ackedRound.get(m.from) ?? 0)) {
         this.ackedRound.set(m.from, m.context);
-        this.maybeConfirmReads();
+        this.maybeConfirmRound();
       }
       pr.probeSent = false;
       // Lost appends must not stall a pipeline forever: let one more through per heartbeat.
@@ -672,17 +744,26 @@ export class Raft {
       this.answerRead(from, context, index);
       return;
     }
-    const round = ++this.readRound;
-    this.readQueue.push({ from, context, index, round });
+    // The heartbeat round sent next confirms this read.
+    this.readQueue.push({ from, context, index, round: this.readRound + 1 });
     this.bcastHeartbeat();
   }
 
-  private maybeConfirmReads(): void {
-    if (this.readQueue.length === 0) return;
+  /**
+   * A quorum has acknowledged heartbeat rounds up to `confirmed`: reads waiting on them are
+   * answered, and the lease restarts from the moment the latest of them was sent.
+   */
+  private maybeConfirmRound(): void {
     const acked: number[] = [];
     for (const id of this.voters) if (id !== this.id) acked.push(this.ackedRound.get(id) ?? 0);
     acked.sort((a, b) => b - a);
     const confirmed = acked[this.quorum - 2]!; // the leader itself is the quorum's remaining member
+    if (confirmed <= this.confirmedRound) return;
+    this.confirmedRound = confirmed;
+    while (this.roundsSent.length > 0 && this.roundsSent[0]!.round <= confirmed) {
+      const sent = this.roundsSent.shift()!;
+      if (sent.round === confirmed) this.leaseFromTick = sent.tick;
+    }
     let k = 0;
     while (k < this.readQueue.length && this.readQueue[k]!.round <= confirmed) {
       const r = this.readQueue[k]!;
@@ -770,7 +851,10 @@ export class Raft {
     return true;
   }
 
+  /** Sends one heartbeat round: it confirms leadership for reads and renews the lease. */
   private bcastHeartbeat(): void {
+    const round = ++this.readRound;
+    this.roundsSent.push({ round, tick: this.leaderTicks });
     for (const pr of this.progress.values()) {
       if (pr.id === this.id) continue;
       this.send({
@@ -818,6 +902,19 @@ export class Raft {
   }
 }
 
+/**
+ * The longest safe lease, in the leader's ticks, when clock rates may differ by up to `maxClockDrift`
+ * (0.1: any node's clock may run up to 10% fast or slow). A follower that receives the confirming
+ * heartbeat refuses votes for electionTimeoutTicks of its ticks: at least (E - 1) tick periods of its
+ * clock, since its first tick may come at once. The leader counts from its tick count at sending,
+ * which may be up to one period late, so the lease L must satisfy
+ * (L - 1) * (1 + drift) <= (E - 1) * (1 - drift).
+ */
+export function leaseDurationTicks(electionTimeoutTicks: number, maxClockDrift: number): number {
+  if (!(maxClockDrift >= 0 && maxClockDrift < 1)) throw new RangeError(`maxClockDrift must be in [0, 1), got ${maxClockDrift}`);
+  return Math.max(0, Math.floor(1 + ((electionTimeoutTicks - 1) * (1 - maxClockDrift)) / (1 + maxClockDrift)));
+}
+
 function sameHardState(a: HardState, b: HardState): boolean {
   return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
 }
@@ -840,6 +937,12 @@ function validateConfig(c: RaftConfig): void {
     ['maxUncommittedBytes', c.maxUncommittedBytes],
   ] as const) {
     if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) bad(`${name} must be a positive integer, got ${v}`);
+  }
+  if (c.leaseTicks !== undefined) {
+    if (!Number.isInteger(c.leaseTicks) || c.leaseTicks < 0 || c.leaseTicks >= c.electionTimeoutTicks) {
+      bad('leaseTicks must be an integer in [0, electionTimeoutTicks)');
+    }
+    if (c.leaseTicks > 0 && c.checkQuorum === false) bad('leaseTicks needs checkQuorum (leases rely on it)');
   }
   const init = c.initial;
   if (init) {

@@ -194,6 +194,12 @@ export interface RaftConfig {
   readonly maxInflightMessages?: number;
   /** Limit: bytes of proposed but uncommitted entry data a leader accepts. */
   readonly maxUncommittedBytes?: number;
+  /**
+   * Leader lease length in ticks (thesis §6.4.1); 0 disables lease reads. Default:
+   * leaseDurationTicks(electionTimeoutTicks, DEFAULT_MAX_CLOCK_DRIFT). Must be below
+   * electionTimeoutTicks, and needs checkQuorum.
+   */
+  readonly leaseTicks?: number;
   readonly rng: Rng;
   /** Durable state to start from; omitted for a brand-new node. */
   readonly initial?: InitialState;
@@ -202,3 +208,5 @@ export interface RaftConfig {
 export const DEFAULT_MAX_APPEND_BYTES = 1024 * 1024;
 export const DEFAULT_MAX_INFLIGHT_MESSAGES = 256;
 export const DEFAULT_MAX_UNCOMMITTED_BYTES = 64 * 1024 * 1024;
+/** The assumed bound on clock-rate difference for leader leases: 10% fast or slow. */
+export const DEFAULT_MAX_CLOCK_DRIFT = 0.1;
