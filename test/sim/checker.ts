@@ -255,6 +255,20 @@ export class SafetyChecker {
     }
   }
 
+  /**
+   * A leader served a lease read at `index` without a round trip (thesis §6.4.1): the index must
+   * cover every write committed anywhere so far, or the read is stale.
+   */
+  onLeaseRead(node: NodeId, index: number): void {
+    if (index < this.committedMaxIndex) {
+      throw new SafetyViolation(
+        'read-linearizability',
+        `node ${node} served a lease read at index ${index}, but index ${this.committedMaxIndex} was already committed (a newer leader exists)`,
+        { nodes: [node], index },
+      );
+    }
+  }
+
   // ---- the Ready cycle -------------------------------------------------------------------------
 
   /** A message leaves `node`, before or after this batch was persisted (Ready contract 1 and 3). */

@@ -4,6 +4,7 @@
 
 import type { NetworkFaults, PartitionKind } from './network.js';
 import { PARTITION_KINDS } from './network.js';
+import { leaseDurationTicks } from '../../src/raft/raft.js';
 import { chance, intBetween, pick, type SimRng } from './random.js';
 
 /** Time units per tick of a node with a nominal clock. */
@@ -52,6 +53,12 @@ export interface SimConfig {
   readonly maxAppendBytes: number | undefined;
   readonly maxInflightMessages: number | undefined;
   readonly maxUncommittedBytes: number | undefined;
+  /** The clock-rate drift bound the leader lease is computed for (see leaseDurationTicks). */
+  readonly assumedClockDrift: number;
+  /** The real bound: each node's clock runs at a rate drawn from [1 - d, 1 + d]. */
+  readonly clockDrift: number;
+  /** Leader lease length in ticks; 0 when check-quorum is off (no leases then). */
+  readonly leaseTicks: number;
   /** Length of the fault phase; the liveness phase follows it. */
   readonly faultTicks: number;
   /** Client proposal events per 100 ticks; each proposes 1 to 3 payloads. */
@@ -113,6 +120,10 @@ export function chooseConfig(seed: number, rng: SimRng, overrides: ConfigOverrid
   };
   const noLeaderFaults = { leaderFaultProbability: 0, meanLeaderIsolationTicks: 0 };
   const churnAppendBytes = intBetween(rng, 1, 16);
+  const assumedClockDrift = pick(rng, [0.05, 0.1, 0.2]);
+  // Within the bound: what leases are proven against. test/raft/lease.test.ts shows that drift
+  // beyond it is what breaks them.
+  const clockDrift = chance(rng, 0.3) ? 0 : rng.float() * assumedClockDrift;
 
   let mix: FaultMix;
   switch (profile) {
@@ -155,6 +166,9 @@ export function chooseConfig(seed: number, rng: SimRng, overrides: ConfigOverrid
     maxAppendBytes: profile === 'leader-churn' ? churnAppendBytes : maxAppendBytes,
     maxInflightMessages,
     maxUncommittedBytes,
+    assumedClockDrift,
+    clockDrift,
+    leaseTicks: checkQuorum ? leaseDurationTicks(electionTimeoutTicks, assumedClockDrift) : 0,
     faultTicks,
     proposalsPer100Ticks,
     readsPer100Ticks,
@@ -177,7 +191,8 @@ export function describeConfig(c: SimConfig): string {
     `seed ${c.seed}: ${c.clusterSize} nodes, profile ${m.profile}, fault phase ${c.faultTicks} ticks`,
     `  raft: electionTimeoutTicks=${c.electionTimeoutTicks} heartbeatIntervalTicks=${c.heartbeatIntervalTicks} ` +
       `preVote=${c.preVote} checkQuorum=${c.checkQuorum} maxAppendBytes=${opt(c.maxAppendBytes)} ` +
-      `maxInflightMessages=${opt(c.maxInflightMessages)} maxUncommittedBytes=${opt(c.maxUncommittedBytes)}`,
+      `maxInflightMessages=${opt(c.maxInflightMessages)} maxUncommittedBytes=${opt(c.maxUncommittedBytes)} leaseTicks=${c.leaseTicks}`,
+    `  clocks: rates within ±${c.clockDrift.toFixed(3)} (leases assume ±${c.assumedClockDrift})`,
     `  network: loss=${n.lossRate} duplicate=${n.duplicateRate} delay=${n.minDelayUnits}..${n.maxDelayUnits} units (tick=${TICK_PERIOD_UNITS})`,
     `  crashes: ${m.crashesPer100Ticks}/100 ticks, mean downtime ${m.meanDowntimeTicks} ticks, in-Ready crash p=${m.crashInReadyProbability}`,
     `  partitions: ${m.partitionsPer100Ticks}/100 ticks, mean ${m.meanPartitionTicks} ticks, kinds [${m.partitionKinds.join(', ')}]`,

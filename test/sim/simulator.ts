@@ -90,6 +90,9 @@ export interface SimStats {
   limited: number;
   readsRequested: number;
   readsNotLeader: number;
+  /** Lease reads tried, and served (the lease held). */
+  leaseReads: number;
+  leaseReadsServed: number;
   readsAnswered: number;
   /** Ticks from healing to the first leader and to the liveness proposal applied everywhere. */
   livenessLeaderTicks: number | undefined;
@@ -136,6 +139,8 @@ export class Simulator {
     limited: 0,
     readsRequested: 0,
     readsNotLeader: 0,
+    leaseReads: 0,
+    leaseReadsServed: 0,
     readsAnswered: 0,
     livenessLeaderTicks: undefined,
     livenessTicks: undefined,
@@ -203,7 +208,8 @@ export class Simulator {
         id,
         raft: undefined,
         storage: new NodeStorage(),
-        tickPeriodUnits: TICK_PERIOD_UNITS,
+        // Each node's clock runs at its own rate within the seed's drift bound.
+        tickPeriodUnits: TICK_PERIOD_UNITS * (1 + (2 * this.rng.float() - 1) * c.clockDrift),
         incarnation: 0,
         lastRole: 'follower',
         lastTerm: 0,
@@ -340,6 +346,19 @@ export class Simulator {
     this.scheduleAfter(this.meanInterval(this.config.readsPer100Ticks), { kind: 'read' });
     const live = this.liveNodes();
     if (live.length === 0) return;
+    const leaders = live.filter((n) => n.raft!.role === 'leader');
+    if (this.config.leaseTicks > 0 && leaders.length > 0 && chance(this.rng, 0.5)) {
+      // A lease read: answered at once from the leader's state, if its lease holds. Asked of a node
+      // that believes it leads (there may be two, one of them stale): only a leader can answer.
+      const node = pick(this.rng, leaders);
+      const index = node.raft!.leaseReadIndex();
+      this.stats.leaseReads++;
+      if (index === undefined) return;
+      this.stats.leaseReadsServed++;
+      this.trace.add(this.nowUnits, node.id, 'read', undefined, `lease read at index ${index}`);
+      this.checker.onLeaseRead(node.id, index);
+      return;
+    }
     const node = pick(this.rng, live);
     const raft = node.raft!;
     const context = ++this.readCounter;
@@ -528,6 +547,7 @@ export class Simulator {
         maxAppendBytes: c.maxAppendBytes,
         maxInflightMessages: c.maxInflightMessages,
         maxUncommittedBytes: c.maxUncommittedBytes,
+        leaseTicks: c.leaseTicks,
         rng: createRng(this.rng.next()),
         initial,
       });
@@ -550,7 +570,7 @@ export class Simulator {
       );
     }
     // Clocks are not in phase: the first tick comes anywhere within one period.
-    this.scheduleAfter(intBetween(this.rng, 1, node.tickPeriodUnits), { kind: 'tick', node: node.id, incarnation: node.incarnation });
+    this.scheduleAfter(intBetween(this.rng, 1, Math.max(1, Math.floor(node.tickPeriodUnits))), { kind: 'tick', node: node.id, incarnation: node.incarnation });
     this.afterInput(node);
   }
 
