@@ -129,26 +129,35 @@ export async function main(argv: readonly string[]): Promise<void> {
     process.stderr.write('kvnode: warning: an election timeout under 200 ms may cause needless elections\n');
   }
   const node = new KvNode(config);
-  try {
-    await node.start();
-  } catch (e) {
-    const code = e instanceof RaftKvError ? e.code : 'START_FAILED';
-    process.stderr.write(`kvnode: cannot start node ${config.nodeId}: ${code}: ${(e as Error).message}\n`);
-    process.exit(e instanceof RaftKvError && e.code.startsWith('STORE_') ? 78 : 1);
-  }
+  const started = node.start();
+  // The signal handlers go in now, not once start() is done: start() logs "started", which
+  // supervisors and tests take to mean ready, and a SIGTERM right after that line must stop the node
+  // cleanly, not kill it by the default action.
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     node.log.info('stopping', { signal });
-    node.close().then(
-      () => process.exit(0),
-      (e: unknown) => {
-        process.stderr.write(`kvnode: error while stopping: ${(e as Error).message}\n`);
-        process.exit(1);
-      },
+    // A signal during start: close once start has finished. If start fails, the catch below reports it.
+    started.then(
+      () =>
+        node.close().then(
+          () => process.exit(0),
+          (e: unknown) => {
+            process.stderr.write(`kvnode: error while stopping: ${(e as Error).message}\n`);
+            process.exit(1);
+          },
+        ),
+      () => undefined,
     );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  try {
+    await started;
+  } catch (e) {
+    const code = e instanceof RaftKvError ? e.code : 'START_FAILED';
+    process.stderr.write(`kvnode: cannot start node ${config.nodeId}: ${code}: ${(e as Error).message}\n`);
+    process.exit(e instanceof RaftKvError && e.code.startsWith('STORE_') ? 78 : 1);
+  }
 }

@@ -348,6 +348,12 @@ export class KvNode {
       client = new Ctor(addr, grpc.credentials.createInsecure(), {
         'grpc.max_receive_message_length': this.config.maxMessageBytes,
         'grpc.max_send_message_length': this.config.maxMessageBytes,
+        // This channel keeps reconnecting while its node is down, with gRPC's default backoff (1 s,
+        // growing to 120 s), and fails calls until the next attempt. Bounded by an election
+        // timeout, so that once that node is back and leads again, forwarding to it works within
+        // about an election timeout, not minutes later.
+        'grpc.initial_reconnect_backoff_ms': 100,
+        'grpc.max_reconnect_backoff_ms': Math.max(100, this.config.tickMs * this.config.electionTimeoutTicks),
       });
       this.forwardClients.set(leader, client);
     }
