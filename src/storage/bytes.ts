@@ -66,7 +66,9 @@ export function prefixEnd(prefix: Uint8Array): Uint8Array | undefined {
   for (let i = prefix.length - 1; i >= 0; i--) {
     const b = prefix[i] as number;
     if (b !== 0xff) {
-      const end = prefix.slice(0, i + 1);
+      // A copy: on a Buffer (as gRPC decodes bytes) slice() is a view, and writing to it would
+      // change the caller's prefix.
+      const end = Uint8Array.prototype.slice.call(prefix, 0, i + 1);
       end[i] = b + 1;
       return end;
     }
