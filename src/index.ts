@@ -1,0 +1,2 @@
+// The raftkv package entry: the client library. (The node itself runs as `kvnode`; see bin/.)
+export * from './client/index.js';
