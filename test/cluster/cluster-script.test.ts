@@ -1,0 +1,386 @@
+// The local cluster script (cluster/cluster.ts): its subcommands driven in-process with captured output
+// against real kvnode processes on loopback ports chosen by the OS, in a temporary folder; and
+// `start --foreground` as a child process, stopped with SIGINT. Every process started here is killed
+// in afterAll, whatever happened.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseNodeArgs, run, type ClusterIo } from '../../cluster/cluster.js';
+import type { NodeReport } from '../../cluster/commands.js';
+import { formatLogLine } from '../../cluster/log-format.js';
+import { KvClient, retryUnavailable } from '../support/process-cluster.js';
+import { waitFor } from '../support/wait.js';
+
+const projectRoot = fileURLToPath(new URL('../..', import.meta.url));
+/** Fast elections (20 ms ticks, 200-400 ms election timeout) so that starts and failovers are quick. */
+const NODE_ARGS = '--tick-ms 20 --election-timeout-ticks 10 --heartbeat-ticks 2';
+const WAIT_MS = 15_000;
+
+let root: string;
+/** Every cluster folder used, so that afterAll finds every pid. */
+const dirs: string[] = [];
+const children: ChildProcess[] = [];
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'raftkv-cluster-script-'));
+});
+
+afterAll(async () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  for (const dir of dirs) {
+    for (const pid of recordedPids(dir)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+  if (root) await rm(root, { recursive: true, force: true });
+});
+
+function newDir(name: string): string {
+  const dir = join(root, name);
+  dirs.push(dir);
+  return dir;
+}
+
+interface CliResult {
+  code: number;
+  out: string;
+  err: string;
+}
+
+/** Runs the script in-process; no signal handling (the test process keeps its own). */
+async function cli(...args: string[]): Promise<CliResult> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const io: ClusterIo = {
+    out: (s) => void out.push(s),
+    err: (s) => void err.push(s),
+    palette: { enabled: false },
+    trapSignals: () => new AbortController().signal,
+  };
+  const code = await run(args, io);
+  return { code, out: out.join('\n'), err: err.join('\n') };
+}
+
+async function ok(...args: string[]): Promise<string> {
+  const r = await cli(...args);
+  expect(r.code, `${args.join(' ')}\nstdout:\n${r.out}\nstderr:\n${r.err}`).toBe(0);
+  return r.out;
+}
+
+async function status(dir: string): Promise<NodeReport[]> {
+  return (JSON.parse(await ok('status', '--json', '--dir', dir)) as { nodes: NodeReport[] }).nodes;
+}
+
+interface StateFile {
+  nodes: { id: number; port: number; pid: number | null }[];
+  supervisorPid: number | null;
+}
+
+function readStateFile(dir: string): StateFile {
+  return JSON.parse(readFileSync(join(dir, 'cluster.json'), 'utf8')) as StateFile;
+}
+
+function recordedPids(dir: string): number[] {
+  try {
+    const s = readStateFile(dir);
+    return [...s.nodes.map((n) => n.pid), s.supervisorPid].filter((p): p is number => p !== null);
+  } catch {
+    return [];
+  }
+}
+
+/** Whether `pid` is gone (a zombie counts as gone: it no longer runs). */
+function gone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return true;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+  } catch {
+    return false;
+  }
+}
+
+/** The node every answering node names as leader, once they agree and it says so itself. */
+async function waitLeader(dir: string, among: readonly number[]): Promise<number> {
+  let leader = 0;
+  await waitFor(
+    async () => {
+      const reports = (await status(dir)).filter((r) => among.includes(r.id));
+      const leaders = new Set(reports.map((r) => r.status?.leader ?? -1));
+      const [only] = [...leaders];
+      if (leaders.size !== 1 || only === undefined || !among.includes(only)) return false;
+      if (reports.find((r) => r.id === only)?.status?.role !== 'leader') return false;
+      leader = only;
+      return true;
+    },
+    WAIT_MS,
+    `nodes ${among.join(', ')} to agree on a leader among them`,
+    50,
+  );
+  return leader;
+}
+
+function endpointOf(dir: string, id: number): string {
+  const n = readStateFile(dir).nodes.find((x) => x.id === id)!;
+  return `127.0.0.1:${n.port}`;
+}
+
+async function put(dir: string, via: number, key: string, value: string): Promise<void> {
+  const c = new KvClient(endpointOf(dir, via));
+  try {
+    await retryUnavailable(() => c.put({ key: Buffer.from(key), value: Buffer.from(value) }, { timeoutMs: 2_000 }), WAIT_MS);
+  } finally {
+    c.close();
+  }
+}
+
+async function get(dir: string, via: number, key: string): Promise<string | undefined> {
+  const c = new KvClient(endpointOf(dir, via));
+  try {
+    const r = await retryUnavailable(() => c.get({ key: Buffer.from(key), read: { consistency: 'LINEARIZABLE' } }, { timeoutMs: 2_000 }), WAIT_MS);
+    return r.found ? Buffer.from(r.kv!.value).toString() : undefined;
+  } finally {
+    c.close();
+  }
+}
+
+describe('a detached cluster, driven in-process', () => {
+  let dir: string;
+
+  beforeAll(() => {
+    dir = newDir('main');
+  });
+
+  it('start: runs 3 nodes, returns once they answer and have a leader, and prints the endpoints and a kvctl line', async () => {
+    const out = await ok('start', '--dir', dir, '--base-port', '0', '--node-args', NODE_ARGS);
+    const state = readStateFile(dir);
+    expect(state.nodes.map((n) => n.id)).toEqual([1, 2, 3]);
+    expect(new Set(state.nodes.map((n) => n.port)).size).toBe(3);
+    expect(out).toContain('raftkv cluster ready: 3 nodes');
+    expect(out).toContain(`export RAFTKV_ENDPOINTS=${state.nodes.map((n) => `127.0.0.1:${n.port}`).join(',')}`);
+    expect(out).toContain('bin/kvctl status --cluster');
+    for (const n of state.nodes) {
+      expect(n.pid).not.toBeNull();
+      expect(readFileSync(join(dir, `node${n.id}`, 'kvnode.pid'), 'utf8').trim()).toBe(String(n.pid));
+      expect(existsSync(join(dir, `node${n.id}`, 'data'))).toBe(true);
+    }
+    // It returned after the election: every node answers and names the same leader now.
+    const reports = await status(dir);
+    expect(reports.map((r) => r.process)).toEqual(['running', 'running', 'running']);
+    const leaders = reports.map((r) => r.status?.leader);
+    expect(new Set(leaders).size).toBe(1);
+    expect(reports.filter((r) => r.status?.role === 'leader')).toHaveLength(1);
+    await put(dir, 1, 'greeting', 'hello');
+  });
+
+  it('start again: says the cluster is already running and starts nothing', async () => {
+    const before = recordedPids(dir);
+    const out = await ok('start', '--dir', dir);
+    expect(out).toContain('already running');
+    expect(recordedPids(dir)).toEqual(before);
+  });
+
+  it('status: one row per node with its role, term, leader, commit and applied index', async () => {
+    const out = await ok('status', '--dir', dir);
+    expect(out).toMatch(/NODE\s+PID\s+PROCESS\s+ADDRESS\s+ROLE\s+TERM\s+LEADER\s+COMMIT\s+APPLIED/);
+    for (const id of [1, 2, 3]) expect(out).toMatch(new RegExp(`node${id}\\s+\\d+\\s+running\\s+127\\.0\\.0\\.1:\\d+\\s+(leader|follower)\\s+\\d+\\s+node\\d`));
+  });
+
+  it('refuses a NODE that is not a member, naming the ones there are', async () => {
+    for (const bad of ['node4', '4', 'nodex', 'follower']) {
+      const r = await cli('kill', bad, '--dir', dir);
+      expect(r.code).toBe(1);
+      expect(r.err).toContain(`unknown node "${bad}"`);
+      expect(r.err).toContain('node1, node2, node3');
+    }
+  });
+
+  it('kill leader: SIGKILLs the leader; the other two elect a new one', async () => {
+    const old = await waitLeader(dir, [1, 2, 3]);
+    const pid = readStateFile(dir).nodes[old - 1]!.pid!;
+    const out = await ok('kill', 'leader', '--dir', dir);
+    expect(out).toContain(`node${old} killed (SIGKILL, pid ${pid})`);
+    expect(gone(pid)).toBe(true);
+    expect(readStateFile(dir).nodes[old - 1]!.pid).toBeNull();
+    const rest = [1, 2, 3].filter((id) => id !== old);
+    await waitLeader(dir, rest);
+    expect((await status(dir))[old - 1]!.process).toBe('down');
+    // Killing it again is an error: it is not running.
+    const again = await cli('kill', `node${old}`, '--dir', dir);
+    expect(again.code).toBe(1);
+    expect(again.err).toContain(`node${old} is not running`);
+  });
+
+  it('restart: starts a killed node again with its data; restarting a running node replaces its process', async () => {
+    const down = (await status(dir)).find((r) => r.process === 'down')!;
+    const out = await ok('restart', String(down.id), '--dir', dir);
+    expect(out).toContain(`${down.name} restarted`);
+    expect(await get(dir, down.id, 'greeting')).toBe('hello');
+
+    const before = readStateFile(dir).nodes[0]!.pid!;
+    await ok('restart', 'node1', '--dir', dir);
+    const after = readStateFile(dir).nodes[0]!.pid!;
+    expect(after).not.toBe(before);
+    expect(gone(before)).toBe(true);
+    expect(gone(after)).toBe(false);
+    await waitLeader(dir, [1, 2, 3]);
+  });
+
+  it('pause and resume: SIGSTOP leaves the process there but silent; SIGCONT brings it back', async () => {
+    const leader = await waitLeader(dir, [1, 2, 3]);
+    const follower = [1, 2, 3].find((id) => id !== leader)!;
+    await ok('pause', `node${follower}`, '--dir', dir);
+    const paused = (await status(dir))[follower - 1]!;
+    expect(paused.process).toBe('paused');
+    expect(paused.status).toBeUndefined();
+    expect(gone(paused.pid!)).toBe(false);
+
+    await ok('resume', String(follower), '--dir', dir);
+    await waitFor(async () => (await status(dir))[follower - 1]!.status !== undefined, WAIT_MS, `node${follower} to answer after resume`, 50);
+    expect(await get(dir, follower, 'greeting')).toBe('hello');
+  });
+
+  it('stop: stops every node (SIGTERM); start brings the cluster back on the same ports with its data', async () => {
+    const pids = recordedPids(dir);
+    const ports = readStateFile(dir).nodes.map((n) => n.port);
+    const out = await ok('stop', '--dir', dir);
+    for (const id of [1, 2, 3]) expect(out).toContain(`node${id} stopped`);
+    for (const pid of pids) expect(gone(pid)).toBe(true);
+    expect((await status(dir)).map((r) => r.process)).toEqual(['down', 'down', 'down']);
+    for (const id of [1, 2, 3]) expect(existsSync(join(dir, `node${id}`, 'kvnode.pid'))).toBe(false);
+
+    await ok('start', '--dir', dir);
+    expect(readStateFile(dir).nodes.map((n) => n.port)).toEqual(ports);
+    expect(await get(dir, 2, 'greeting')).toBe('hello');
+  });
+
+  it('start with another size on an existing cluster folder: refused, pointing at clean', async () => {
+    const r = await cli('start', '--dir', dir, '--nodes', '5');
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('holds a 3-node cluster');
+    expect(r.err).toContain('clean');
+  });
+
+  it('clean: stops the nodes and deletes the folder', async () => {
+    const pids = recordedPids(dir);
+    const out = await ok('clean', '--dir', dir);
+    expect(out).toContain('Deleted');
+    for (const pid of pids) expect(gone(pid)).toBe(true);
+    expect(existsSync(dir)).toBe(false);
+    const r = await cli('status', '--dir', dir);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('no cluster in');
+  });
+});
+
+describe('clear errors', () => {
+  it('clean refuses a folder that is not a cluster folder, and deletes nothing', async () => {
+    const dir = newDir('not-a-cluster');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'precious.txt'), 'keep me');
+    const r = await cli('clean', '--dir', dir);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('refusing to delete');
+    expect(readFileSync(join(dir, 'precious.txt'), 'utf8')).toBe('keep me');
+    // Nor does start use it.
+    const s = await cli('start', '--dir', dir, '--base-port', '0');
+    expect(s.code).toBe(1);
+    expect(s.err).toContain('is not a cluster folder');
+  });
+
+  it('a busy port: refused before anything starts, naming the port and the node', async () => {
+    const server: Server = await new Promise((resolve) => {
+      const s = createServer();
+      s.listen(0, '127.0.0.1', () => resolve(s));
+    });
+    try {
+      const port = (server.address() as { port: number }).port;
+      const dir = newDir('busy');
+      const r = await cli('start', '--dir', dir, '--base-port', String(port), '--nodes', '1');
+      expect(r.code).toBe(1);
+      expect(r.err).toContain(`127.0.0.1:${port} (node1)`);
+      expect(r.err).toContain('in use');
+      expect(existsSync(dir)).toBe(false);
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+
+  it('a node that fails to start: reported with the last lines of its log, and nothing left running', async () => {
+    const dir = newDir('failing');
+    const r = await cli('start', '--dir', dir, '--base-port', '0', '--nodes', '1', '--node-args', '--max-message-bytes 1');
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('node1 failed to start: kvnode exited with code');
+    expect(r.err).toContain('--max-message-bytes must be an integer');
+    expect(recordedPids(dir)).toEqual([]);
+  });
+
+  it('--node-args may not set what the script sets per node; bad numbers are usage errors', async () => {
+    expect(() => parseNodeArgs('--tick-ms 20 --data-dir /x')).toThrow(/--data-dir is set by the script/);
+    expect(parseNodeArgs('  --tick-ms   20 ')).toEqual(['--tick-ms', '20']);
+    expect((await cli('start', '--nodes', '0', '--dir', newDir('usage'))).code).toBe(64);
+  });
+
+  it('formats kvnode JSON log lines for people, and leaves other lines alone', () => {
+    const line = JSON.stringify({ time: '2026-01-01T12:00:01.123Z', level: 'info', node: 1, event: 'role', role: 'leader', leader: 1, term: 2 });
+    expect(formatLogLine({ enabled: false }, line)).toMatch(/^\d\d:\d\d:01\.123 info  role role=leader leader=1 term=2$/);
+    const warn = JSON.stringify({ time: 'x', level: 'warn', node: 2, event: 'transport', msg: 'peer 1: failed' });
+    expect(formatLogLine({ enabled: false }, warn)).toBe('x warn  transport msg="peer 1: failed"');
+    expect(formatLogLine({ enabled: false }, 'kvnode: warning: plain text')).toBe('kvnode: warning: plain text');
+    expect(formatLogLine({ enabled: true }, line)).toContain('\u001b[');
+  });
+});
+
+describe('start --foreground (what npm start runs)', () => {
+  it('shows every node\'s log prefixed with its name, reports a node that dies, and stops all on SIGINT with exit 0', async () => {
+    const dir = newDir('foreground');
+    const child = spawn(
+      process.execPath,
+      [join(projectRoot, 'cluster', 'raftkv-cluster'), 'start', '--foreground', '--dir', dir, '--base-port', '0', '--node-args', NODE_ARGS],
+      { cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    children.push(child);
+    let out = '';
+    let err = '';
+    child.stdout!.setEncoding('utf8').on('data', (s: string) => (out += s));
+    child.stderr!.setEncoding('utf8').on('data', (s: string) => (err += s));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    const running = (): boolean => child.exitCode === null && child.signalCode === null;
+    const why = (what: string): string => `${what}\nstdout:\n${out}\nstderr:\n${err}`;
+
+    await waitFor(() => out.includes('raftkv cluster ready') || !running(), 30_000, why('the ready line'), 20);
+    expect(running(), why('the script exited')).toBe(true);
+    expect(out).toMatch(/^node[123] +\| \d\d:\d\d:\d\d\.\d{3} info  started listen=127\.0\.0\.1:\d+/m);
+    await waitFor(() => /^node[123] +\| \S+ info  role role=leader/m.test(out), WAIT_MS, why('the leader\'s role line'), 20);
+    const state = readStateFile(dir);
+    expect(state.supervisorPid).toBe(child.pid);
+    const pids = state.nodes.map((n) => n.pid!);
+
+    // A node dying under it is reported; the others keep running.
+    process.kill(pids[2]!, 'SIGKILL');
+    await waitFor(() => out.includes('node3 (pid'), WAIT_MS, why('the report of node3\'s death'), 20);
+    expect(out).toMatch(/node3 \(pid \d+\) was killed by SIGKILL; the other nodes keep running/);
+    expect(gone(pids[0]!) || gone(pids[1]!)).toBe(false);
+
+    child.kill('SIGINT');
+    const exit = await exited;
+    expect(exit, why('exit status')).toEqual({ code: 0, signal: null });
+    for (const pid of pids) expect(gone(pid), `kvnode pid ${pid} left running`).toBe(true);
+    expect(out).toContain('every node stopped');
+    expect(readStateFile(dir).supervisorPid).toBeNull();
+  });
+});
