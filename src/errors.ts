@@ -9,6 +9,8 @@ export type ErrorCode =
   | 'TIMEOUT'
   | 'UNAVAILABLE'
   | 'TOO_MANY_REQUESTS'
+  /** A STALE read with max_staleness_ms reached a node that heard from a leader longer ago than that. */
+  | 'TOO_STALE'
   /** A write's sequence number is below its client's last one: it is older than a write already applied. */
   | 'STALE_SEQUENCE'
   | 'INTERNAL'

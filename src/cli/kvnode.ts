@@ -54,6 +54,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--max-uncommitted-bytes <n>', 'limit: proposed, uncommitted bytes on the leader').argParser(int('--max-uncommitted-bytes', 1)).default(d.maxUncommittedBytes))
     .addOption(new Option('--max-inflight-messages <n>', 'limit: appends in flight to one follower').argParser(int('--max-inflight-messages', 1)).default(d.maxInflightMessages))
     .addOption(new Option('--default-timeout-ms <n>', 'deadline for requests that come without one').argParser(int('--default-timeout-ms', 1)).default(d.defaultTimeoutMs))
+    .addOption(new Option('--enable-fault-injection', 'test only: serve the FaultInjection service that cuts peer links (cluster partition/heal)'))
     .addOption(new Option('--log-level <level>', 'debug, info, warn or error').choices(['debug', 'info', 'warn', 'error']).default(d.logLevel));
 }
 
@@ -112,6 +113,7 @@ export function resolveConfig(program: Command): KvNodeConfig {
     maxInflightMessages: pick<number>('maxInflightMessages')!,
     defaultTimeoutMs: pick<number>('defaultTimeoutMs')!,
     logLevel: pick<LogLevel>('logLevel')!,
+    faultInjection: pick<boolean>('enableFaultInjection') === true,
   };
 }
 

@@ -15,6 +15,7 @@ import { createRng } from '../raft/rng.js';
 import { NONE, type NodeId } from '../raft/types.js';
 import { kvPackageDefinition, kvServiceDefinition, KV_SERVICE_NAME } from '../server/kv-proto.js';
 import type * as pb from '../server/kv-proto.js';
+import { addFaultService } from '../server/fault-service.js';
 import { addKvService, type KvHandlers } from '../server/kv-service.js';
 import {
   checkCompare,
@@ -58,6 +59,8 @@ export interface KvNodeConfig {
   /** Deadline for requests that come without one. */
   readonly defaultTimeoutMs: number;
   readonly logLevel: LogLevel;
+  /** Test-only: serve the FaultInjection service (proto/fault.proto) to cut links at run time. */
+  readonly faultInjection?: boolean;
 }
 
 export const DEFAULT_NODE_CONFIG = {
@@ -160,6 +163,10 @@ export class KvNode {
         'grpc.max_send_message_length': c.maxMessageBytes,
       });
       addKvService(this.server, this.handlers());
+      if (c.faultInjection) {
+        addFaultService(this.server, (links) => this.setBlockedLinks(links));
+        this.log.warn('fault injection enabled (test only)');
+      }
       this.transport.addToServer(this.server);
       this.health = new HealthImplementation({ '': 'SERVING', [KV_SERVICE_NAME]: 'SERVING' });
       this.health.addToServer(this.server);
@@ -204,6 +211,13 @@ export class KvNode {
       this.log.info('stopped');
     })();
     return this.closing;
+  }
+
+  /** Test-only: drops peer messages on the given (from, to) links, both sending and receiving. */
+  setBlockedLinks(links: ReadonlyArray<readonly [NodeId, NodeId]>): void {
+    const blocked = new Set(links.map(([f, t]) => `${f}>${t}`));
+    this.transport.setLinkFilter(blocked.size === 0 ? undefined : (from, to) => !blocked.has(`${from}>${to}`));
+    this.log.info('links', { blocked: [...blocked] });
   }
 
   /** Starts an election now (used by tests and tools). */
@@ -308,6 +322,7 @@ export class KvNode {
     toResponse: (r: ApplyResult) => Res,
   ): Promise<Res> {
     await this.waitForLeader(ctx.deadlineMs);
+    this.requireQuorum('write');
     if (this.raft.role !== 'leader') {
       if (ctx.forwarded) throw new NotLeaderError(this.raft.leader);
       return this.forward<Req, Res>(method, req, ctx.deadlineMs);
@@ -320,10 +335,35 @@ export class KvNode {
     return toResponse(result);
   }
 
-  /** Waits until some leader is known, at most until the deadline or two election timeouts. */
+  private electionTimeoutMs(): number {
+    return this.config.electionTimeoutTicks * this.config.tickMs;
+  }
+
+  /** Why this node cannot get writes committed or confirm strong reads now, if it cannot. */
+  private readOnlyReason(): string | undefined {
+    if (this.raft.hasQuorumContact()) return undefined;
+    if (this.raft.role === 'leader') {
+      return `this leader has not heard from a majority of the cluster within the election timeout (${this.electionTimeoutMs()} ms)`;
+    }
+    const since = this.stalenessMs();
+    const ago = since === Number.MAX_SAFE_INTEGER ? 'since it started' : `for ${since} ms`;
+    return `this node has not heard from a leader ${ago} (election timeout ${this.electionTimeoutMs()} ms)`;
+  }
+
+  /** Fails fast, instead of at the caller's deadline, when no majority can be reached from here. */
+  private requireQuorum(what: 'write' | 'read'): void {
+    const reason = this.readOnlyReason();
+    if (reason === undefined) return;
+    throw new RaftKvError(
+      'NO_QUORUM',
+      `${what} refused: the cluster is read-only from this node: ${reason}; STALE reads still work`,
+    );
+  }
+
+  /** Waits until some leader is known, at most until the deadline or one election timeout. */
   private async waitForLeader(deadlineMs: number): Promise<void> {
     if (this.raft.leader !== NONE) return;
-    const boundMs = Math.min(deadlineMs - Date.now(), 2 * this.config.electionTimeoutTicks * this.config.tickMs);
+    const boundMs = Math.min(deadlineMs - Date.now(), this.electionTimeoutMs());
     await new Promise<void>((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
@@ -334,7 +374,10 @@ export class KvNode {
       this.leaderWaiters.add(done);
     });
     if (this.raft.leader === NONE) {
-      throw new RaftKvError('UNAVAILABLE', 'no leader is known: an election is in progress or a majority of the cluster is unreachable');
+      throw new RaftKvError(
+        'NO_QUORUM',
+        `no leader is known after ${this.electionTimeoutMs()} ms: an election is in progress or a majority of the cluster is unreachable; STALE reads still work`,
+      );
     }
   }
 
@@ -367,23 +410,33 @@ export class KvNode {
 
   /**
    * Waits until a read in the given mode may be served here, and returns the header to serve it
-   * with. LINEARIZABLE: ReadIndex. LEASE is served as LINEARIZABLE until leases exist. STALE: at once
-   * (after min_index, if given).
+   * with (its consistency is the mode actually used):
+   *  - LINEARIZABLE: ReadIndex (a follower asks the leader), then wait to apply up to it;
+   *  - LEASE: on a leader whose lease holds, its commit index without a round trip; otherwise (lease
+   *    lapsed, or asked of a follower) served as LINEARIZABLE;
+   *  - STALE: at once from local state (after min_index, if given), unless staler than
+   *    max_staleness_ms.
    */
   private async readBarrier(read: ReadRequestOptions, deadlineMs: number): Promise<pb.ResponseHeader> {
     const timeout = (): number => Math.max(1, deadlineMs - Date.now());
     if (read.consistency === 'STALE') {
       const staleness = this.stalenessMs();
       if (read.maxStalenessMs > 0 && staleness > read.maxStalenessMs) {
-        throw new RaftKvError(
-          'UNAVAILABLE',
-          `this node last heard from a leader ${staleness} ms ago, more than max_staleness_ms=${read.maxStalenessMs}`,
-        );
+        const ago = staleness === Number.MAX_SAFE_INTEGER ? 'has not heard from a leader since it started' : `last heard from a leader ${staleness} ms ago`;
+        throw new RaftKvError('TOO_STALE', `this node ${ago}, more than max_staleness_ms=${read.maxStalenessMs}`);
       }
       if (read.minIndex > 0) await this.runtime.waitApplied(read.minIndex, timeout());
       return this.header(this.runtime.appliedIndex, 'STALE', this.stalenessMs());
     }
     await this.waitForLeader(deadlineMs);
+    this.requireQuorum('read');
+    if (read.consistency === 'LEASE') {
+      const leaseIndex = this.raft.leaseReadIndex();
+      if (leaseIndex !== undefined) {
+        await this.runtime.waitApplied(leaseIndex, timeout());
+        return this.header(this.runtime.appliedIndex, 'LEASE');
+      }
+    }
     const index = await this.runtime.readIndex(timeout());
     await this.runtime.waitApplied(index, timeout());
     return this.header(this.runtime.appliedIndex, 'LINEARIZABLE');
@@ -413,8 +466,8 @@ export class KvNode {
         peer_address: addr,
         match_index: id === s.id ? s.lastIndex : (s.progress?.get(id)?.match ?? 0),
       })),
-      writable: leaderKnown,
-      read_only_reason: leaderKnown ? '' : 'no leader is known: an election is in progress or a majority is unreachable',
+      writable: s.quorumContact,
+      read_only_reason: this.readOnlyReason() ?? '',
       ms_since_leader_contact: this.raft.role === 'leader' ? 0 : Math.min(this.stalenessMs(), Number.MAX_SAFE_INTEGER),
       cluster_id: this.config.clusterId,
     };

@@ -98,6 +98,7 @@ export class RaftRuntime<R> {
   start(): void {
     this.ticker = setInterval(() => {
       this.raft.tick();
+      this.maybeFailWithoutQuorum();
       this.kick();
     }, this.opts.tickMs);
     this.kick();
@@ -244,6 +245,24 @@ export class RaftRuntime<R> {
     this.waiters.clear();
   }
 
+  /**
+   * A leader that cannot reach a majority fails what waits on it now, not at each caller's deadline.
+   * Writes already in the log may still be committed by a later leader, so their outcome is unknown.
+   */
+  private maybeFailWithoutQuorum(): void {
+    if (this.raft.hasQuorumContact()) return;
+    if (this.waiters.size === 0 && this.queued.length === 0 && this.readBatches.size === 0) return;
+    const msg =
+      'the cluster is read-only from here: this node cannot reach a majority; STALE reads still work';
+    for (const q of this.queued) this.settle(q, new RaftKvError('NO_QUORUM', `${msg}; the write was not applied`));
+    for (const w of this.waiters.values()) {
+      this.settle(w, new RaftKvError('NO_QUORUM', `${msg}; the write may or may not be applied later, retry it with the same session`));
+    }
+    this.queued = [];
+    this.waiters.clear();
+    this.failReads(new RaftKvError('NO_QUORUM', msg));
+  }
+
   private forget(q: Queued<R> | Waiter<R>): void {
     const i = this.queued.indexOf(q as Queued<R>);
     if (i >= 0) this.queued.splice(i, 1);
@@ -334,6 +353,12 @@ export class RaftRuntime<R> {
       this.opts.onApplied?.(applied);
     }
     if (r.softState) {
+      if (r.softState.role !== 'leader' && this.waiters.size > 0) {
+        // Entries of ours still in the log may be committed by the next leader, or overwritten.
+        const err = new RaftKvError('UNAVAILABLE', 'leadership changed before the write was committed; it may or may not be applied, retry it with the same session');
+        for (const w of this.waiters.values()) this.settle(w, err);
+        this.waiters.clear();
+      }
       if (this.readBatches.size > 0) {
         this.failReads(new RaftKvError('UNAVAILABLE', 'the leader changed while a read was being confirmed; retry it'));
       }

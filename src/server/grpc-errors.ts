@@ -17,6 +17,7 @@ const statusOf: Record<ErrorCode, grpc.status> = {
   INVALID_ARGUMENT: grpc.status.INVALID_ARGUMENT,
   UNCOMMITTED_LIMIT: grpc.status.RESOURCE_EXHAUSTED,
   TOO_MANY_REQUESTS: grpc.status.RESOURCE_EXHAUSTED,
+  TOO_STALE: grpc.status.UNAVAILABLE,
   STALE_SEQUENCE: grpc.status.FAILED_PRECONDITION,
   INTERNAL: grpc.status.INTERNAL,
   STORE_CORRUPT: grpc.status.INTERNAL,
