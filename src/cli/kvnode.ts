@@ -15,6 +15,12 @@ function int(name: string, min = 0) {
   };
 }
 
+function ratio(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`--max-clock-drift must be a number >= 0, got "${v}"`);
+  return n;
+}
+
 /** "1=127.0.0.1:7001,2=127.0.0.1:7002" → Map. */
 export function parseMembers(s: string): Map<number, string> {
   const out = new Map<number, string>();
@@ -44,6 +50,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--tick-ms <n>', 'length of one Raft tick').argParser(int('--tick-ms', 1)).default(d.tickMs))
     .addOption(new Option('--election-timeout-ticks <n>', 'minimum election timeout, in ticks (randomized up to twice that)').argParser(int('--election-timeout-ticks', 2)).default(d.electionTimeoutTicks))
     .addOption(new Option('--heartbeat-ticks <n>', 'heartbeat interval, in ticks').argParser(int('--heartbeat-ticks', 1)).default(d.heartbeatIntervalTicks))
+    .addOption(new Option('--max-clock-drift <ratio>', 'assumed bound on clock-rate difference between nodes; sets the leader lease (1 disables LEASE reads)').argParser(ratio).default(d.maxClockDrift))
     .addOption(new Option('--max-key-bytes <n>', 'limit: bytes in a key').argParser(int('--max-key-bytes', 1)).default(l.maxKeyBytes))
     .addOption(new Option('--max-value-bytes <n>', 'limit: bytes in a value').argParser(int('--max-value-bytes', 0)).default(l.maxValueBytes))
     .addOption(new Option('--max-range-page <n>', 'limit: pairs in one Range page').argParser(int('--max-range-page', 1)).default(l.maxRangePageSize))
@@ -100,6 +107,7 @@ export function resolveConfig(program: Command): KvNodeConfig {
     tickMs: pick<number>('tickMs')!,
     electionTimeoutTicks,
     heartbeatIntervalTicks,
+    maxClockDrift: pick<number>('maxClockDrift')!,
     limits: {
       maxKeyBytes: pick<number>('maxKeyBytes')!,
       maxValueBytes: pick<number>('maxValueBytes')!,

@@ -10,9 +10,9 @@ import { NotLeaderError, RaftKvError } from '../errors.js';
 import { encodeCommand, type ApplyResult, type Command, type WriteResult } from '../kv/command.js';
 import type { KvRecord } from '../kv/record.js';
 import { KvStateMachine } from '../kv/state-machine.js';
-import { Raft } from '../raft/raft.js';
+import { leaseDurationTicks, Raft } from '../raft/raft.js';
 import { createRng } from '../raft/rng.js';
-import { NONE, type NodeId } from '../raft/types.js';
+import { DEFAULT_MAX_CLOCK_DRIFT, NONE, type NodeId } from '../raft/types.js';
 import { kvPackageDefinition, kvServiceDefinition, KV_SERVICE_NAME } from '../server/kv-proto.js';
 import type * as pb from '../server/kv-proto.js';
 import { addFaultService } from '../server/fault-service.js';
@@ -45,6 +45,11 @@ export interface KvNodeConfig {
   readonly tickMs: number;
   readonly electionTimeoutTicks: number;
   readonly heartbeatIntervalTicks: number;
+  /**
+   * The assumed bound on clock-rate difference between nodes (0.1: 10% fast or slow), which sets the
+   * leader lease: leaseDurationTicks(electionTimeoutTicks, maxClockDrift). 1 or more disables leases.
+   */
+  readonly maxClockDrift: number;
   readonly limits: RequestLimits;
   /** Limit: writes in progress on this node. */
   readonly maxPendingProposals: number;
@@ -67,6 +72,7 @@ export const DEFAULT_NODE_CONFIG = {
   tickMs: 100,
   electionTimeoutTicks: 10,
   heartbeatIntervalTicks: 1,
+  maxClockDrift: DEFAULT_MAX_CLOCK_DRIFT,
   limits: DEFAULT_REQUEST_LIMITS,
   maxPendingProposals: 10_000,
   maxPendingReads: 10_000,
@@ -125,6 +131,7 @@ export class KvNode {
         heartbeatIntervalTicks: c.heartbeatIntervalTicks,
         maxUncommittedBytes: c.maxUncommittedBytes,
         maxInflightMessages: c.maxInflightMessages,
+        leaseTicks: c.maxClockDrift >= 1 ? 0 : leaseDurationTicks(c.electionTimeoutTicks, c.maxClockDrift),
         maxAppendBytes: Math.min(1024 * 1024, Math.floor(c.maxMessageBytes / 4)),
         rng: createRng(randomInt(2 ** 32)),
         initial,
