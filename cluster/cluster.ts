@@ -60,7 +60,7 @@ function nodeCommand(
   return {
     name,
     args: '<node>',
-    summary: `${summary} (NODE: 1, node1, or leader)`,
+    summary: `${summary} (NODE: 1, node1, leader, or down: the first node not running)`,
     ...(options ? { options } : {}),
     async run(ctx, args, opts) {
       const state = requireState(ctx.dir, ctx.hint('start'));

@@ -445,14 +445,23 @@ export async function printStatus(ctx: ClusterContext, json: boolean): Promise<v
 
 // ---- one node -----------------------------------------------------------------------------------
 
-/** NODE as typed: `2`, `node2`, or `leader` (the node that says it leads, with the highest term). */
+/**
+ * NODE as typed: `2`, `node2`, `leader` (the node that says it leads, with the highest term), or
+ * `down` (the first node whose process is not running: `restart down` after `kill leader`).
+ */
 export async function resolveNode(ctx: ClusterContext, state: ClusterState, arg: string): Promise<NodeState> {
   const a = arg.trim().toLowerCase();
   if (a === 'leader') return findLeader(ctx, state);
+  if (a === 'down') {
+    const down = (await collectStatus(ctx, state)).find((r) => r.process === 'down');
+    const node = down && state.nodes.find((n) => n.name === down.name);
+    if (node === undefined) throw new ClusterError('UNKNOWN_NODE', 'no node is down');
+    return node;
+  }
   const m = /^(?:node)?(\d+)$/.exec(a);
   const node = m ? state.nodes.find((n) => n.id === Number(m[1])) : undefined;
   if (node === undefined) {
-    throw new ClusterError('UNKNOWN_NODE', `unknown node "${arg}": this cluster has ${state.nodes.map((n) => n.name).join(', ')} (also 1..${state.nodes.length}, or "leader")`);
+    throw new ClusterError('UNKNOWN_NODE', `unknown node "${arg}": this cluster has ${state.nodes.map((n) => n.name).join(', ')} (also 1..${state.nodes.length}, "leader" or "down")`);
   }
   return node;
 }
