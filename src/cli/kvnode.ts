@@ -138,7 +138,13 @@ export async function main(argv: readonly string[]): Promise<void> {
   if (config.electionTimeoutTicks * config.tickMs < 200) {
     process.stderr.write('kvnode: warning: an election timeout under 200 ms may cause needless elections\n');
   }
-  const node = new KvNode(config);
+  let node: KvNode;
+  try {
+    node = new KvNode(config);
+  } catch (e) {
+    process.stderr.write(`kvnode: ${(e as Error).message}\n`);
+    process.exit(64);
+  }
   const started = node.start();
   // The signal handlers go in now, not once start() is done: start() logs "started", which
   // supervisors and tests take to mean ready, and a SIGTERM right after that line must stop the node

@@ -84,6 +84,8 @@ export const DEFAULT_NODE_CONFIG = {
 };
 
 const FORWARDED = 'raftkv-forwarded';
+/** Bytes an entry and its peer frame add around a command's key, values and client id (generous). */
+const ENTRY_OVERHEAD_BYTES = 1024;
 
 export class KvNode {
   readonly config: KvNodeConfig;
@@ -96,8 +98,17 @@ export class KvNode {
   private server!: grpc.Server;
   private health!: HealthImplementation;
   private port = 0;
-  /** Wall-clock time this node last heard from its leader (or, on the leader, now). */
+  /**
+   * Wall-clock time this node last heard from a leader: an append or heartbeat of its term or later,
+   * or, once it stops leading, its own last contact with a majority. 0: never.
+   */
   private lastLeaderContactMs = 0;
+  /** Wall-clock time start() began; the first election timeout after it is the first election's. */
+  private startedAtMs = 0;
+  /** When each peer last sent this node a message, and that message's term (a leader's contact). */
+  private readonly peerContact = new Map<NodeId, { readonly term: number; readonly ms: number }>();
+  /** The term this node leads in; 0 when it does not lead. */
+  private leaderTerm = 0;
   private readonly leaderWaiters = new Set<() => void>();
   private readonly forwardClients = new Map<NodeId, grpc.Client>();
   private closing: Promise<void> | undefined;
@@ -105,6 +116,17 @@ export class KvNode {
 
   constructor(config: KvNodeConfig, opts: { onFatal?: (err: unknown) => void } = {}) {
     if (!config.members.has(config.nodeId)) throw new RangeError(`members must include this node (${config.nodeId})`);
+    // Every entry must fit in one peer message, or a follower could never receive it and the log
+    // would be stuck behind it.
+    const l = config.limits;
+    const largestEntry = l.maxKeyBytes + 2 * l.maxValueBytes + l.maxClientIdBytes + ENTRY_OVERHEAD_BYTES;
+    if (largestEntry > config.maxMessageBytes) {
+      throw new RangeError(
+        `maxMessageBytes=${config.maxMessageBytes} is too small for the largest write: maxKeyBytes=${l.maxKeyBytes} + ` +
+          `2 x maxValueBytes=${l.maxValueBytes} (a compare-and-swap carries two values) + maxClientIdBytes=${l.maxClientIdBytes} ` +
+          `+ ${ENTRY_OVERHEAD_BYTES} bytes of framing need ${largestEntry}`,
+      );
+    }
     this.config = config;
     this.log = createLogger({ node: config.nodeId }, config.logLevel);
     this.fatal = opts.onFatal ?? ((err) => {
@@ -142,7 +164,9 @@ export class KvNode {
         peers: new Map(c.members),
         maxMessageBytes: c.maxMessageBytes,
         onMessage: (m) => {
-          if ((m.type === 'App' || m.type === 'Heartbeat') && m.term >= this.raft.term) this.lastLeaderContactMs = Date.now();
+          const now = Date.now();
+          if ((m.type === 'App' || m.type === 'Heartbeat') && m.term >= this.raft.term) this.lastLeaderContactMs = now;
+          this.peerContact.set(m.from, { term: m.term, ms: now });
           this.runtime.step(m);
         },
         logger: { info: (msg) => this.log.info('transport', { msg }), warn: (msg) => this.log.warn('transport', { msg }) },
@@ -153,12 +177,20 @@ export class KvNode {
         stateMachine: this.sm,
         transport: this.transport,
         tickMs: c.tickMs,
+        electionTimeoutTicks: c.electionTimeoutTicks,
         maxPendingProposals: c.maxPendingProposals,
         maxPendingReads: c.maxPendingReads,
         logger: this.log,
         onFatal: this.fatal,
         onSoftState: (s) => {
           this.log.info('role', { role: s.role, leader: s.leader, term: this.raft.term });
+          if (s.role === 'leader') {
+            this.leaderTerm = this.raft.term;
+          } else if (this.leaderTerm !== 0) {
+            // Its state was current as long as a majority still followed it: staleness counts from then.
+            this.lastLeaderContactMs = Math.max(this.lastLeaderContactMs, this.quorumContactMs(this.leaderTerm));
+            this.leaderTerm = 0;
+          }
           if (s.leader !== NONE) {
             for (const w of this.leaderWaiters) w();
             this.leaderWaiters.clear();
@@ -182,6 +214,7 @@ export class KvNode {
       this.port = await new Promise<number>((resolve, reject) =>
         this.server.bindAsync(listen, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
       );
+      this.startedAtMs = Date.now();
       this.runtime.start();
       this.log.info('started', {
         listen: `${listen.replace(/:\d+$/, '')}:${this.port}`,
@@ -200,6 +233,7 @@ export class KvNode {
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.health?.setStatus('', 'NOT_SERVING');
+      this.health?.setStatus(KV_SERVICE_NAME, 'NOT_SERVING');
       await this.runtime?.stop();
       await this.transport?.close();
       for (const client of this.forwardClients.values()) client.close();
@@ -283,7 +317,8 @@ export class KvNode {
         const read = checkReadOptions(req.read);
         const served = await this.readBarrier(read, ctx.deadlineMs);
         const rec = await this.sm.get(key);
-        return { header: served, found: rec !== undefined, kv: rec ? kvMsg(key, rec) : null };
+        // The index is read after the data, so it is never below the state the answer reflects.
+        return { header: { ...served, index: this.runtime.visibleIndexBound }, found: rec !== undefined, kv: rec ? kvMsg(key, rec) : null };
       },
       range: async (req, ctx) => {
         const read = checkReadOptions(req.read);
@@ -310,7 +345,7 @@ export class KvNode {
           ...(after.length > 0 ? { after } : {}),
         });
         return {
-          header: served,
+          header: { ...served, index: this.runtime.visibleIndexBound },
           kvs: res.items.map((it) => (it.record ? kvMsg(it.key, it.record) : { key: it.key, value: new Uint8Array(0), create_index: 0, mod_index: 0, version: 0 })),
           more: res.more,
           next_page_token: res.nextToken ?? new Uint8Array(0),
@@ -328,7 +363,7 @@ export class KvNode {
     cmd: Command extends infer C ? (C extends Command ? Omit<C, 'proposedAtMs'> : never) : never,
     toResponse: (r: ApplyResult) => Res,
   ): Promise<Res> {
-    await this.waitForLeader(ctx.deadlineMs);
+    await this.waitForLeader(ctx.deadlineMs, 'write');
     this.requireQuorum('write');
     if (this.raft.role !== 'leader') {
       if (ctx.forwarded) throw new NotLeaderError(this.raft.leader);
@@ -367,9 +402,14 @@ export class KvNode {
     );
   }
 
-  /** Waits until some leader is known, at most until the deadline or one election timeout. */
-  private async waitForLeader(deadlineMs: number): Promise<void> {
+  /**
+   * Waits until some leader is known, at most until the deadline or one election timeout. A node that
+   * has heard from no leader for an election timeout already is read-only and refuses at once (except
+   * in its first election timeout after start, when the first election may simply not be over).
+   */
+  private async waitForLeader(deadlineMs: number, what: 'write' | 'read'): Promise<void> {
     if (this.raft.leader !== NONE) return;
+    if (Date.now() - Math.max(this.lastLeaderContactMs, this.startedAtMs) >= this.electionTimeoutMs()) this.requireQuorum(what);
     const boundMs = Math.min(deadlineMs - Date.now(), this.electionTimeoutMs());
     await new Promise<void>((resolve) => {
       const done = (): void => {
@@ -435,9 +475,11 @@ export class KvNode {
       if (read.minIndex > 0) await this.runtime.waitApplied(read.minIndex, timeout());
       return this.header(this.runtime.appliedIndex, 'STALE', this.stalenessMs());
     }
-    await this.waitForLeader(deadlineMs);
+    await this.waitForLeader(deadlineMs, 'read');
     this.requireQuorum('read');
     if (read.consistency === 'LEASE') {
+      // The lease is measured in ticks: make sure none are missing after an event-loop stall.
+      this.runtime.catchUpTicks();
       const leaseIndex = this.raft.leaseReadIndex();
       if (leaseIndex !== undefined) {
         await this.runtime.waitApplied(leaseIndex, timeout());
@@ -449,10 +491,35 @@ export class KvNode {
     return this.header(this.runtime.appliedIndex, 'LINEARIZABLE');
   }
 
+  /**
+   * Milliseconds since this node last heard from a leader: 0 on a leader in contact with a majority;
+   * on a leader that has lost that contact, since its last contact with a majority.
+   * Number.MAX_SAFE_INTEGER when it never heard from one.
+   */
   private stalenessMs(): number {
-    if (this.raft.role === 'leader') return 0;
-    if (this.lastLeaderContactMs === 0) return Number.MAX_SAFE_INTEGER;
-    return Math.max(0, Date.now() - this.lastLeaderContactMs);
+    let since = this.lastLeaderContactMs;
+    if (this.raft.role === 'leader') {
+      if (this.raft.hasQuorumContact()) return 0;
+      since = this.quorumContactMs(this.raft.term);
+    }
+    if (since === 0) return Number.MAX_SAFE_INTEGER;
+    return Math.max(0, Date.now() - since);
+  }
+
+  /**
+   * As leader in `term`: the last time a majority, this node included, had sent it a message in that
+   * term (the majority-th most recent contact); 0 if never.
+   */
+  private quorumContactMs(term: number): number {
+    const now = Date.now();
+    const times = [...this.config.members.keys()]
+      .map((id) => {
+        if (id === this.config.nodeId) return now;
+        const c = this.peerContact.get(id);
+        return c !== undefined && c.term === term ? c.ms : 0;
+      })
+      .sort((a, b) => b - a);
+    return times[Math.floor(times.length / 2)] ?? 0;
   }
 
   status(): pb.StatusResponse {
@@ -475,7 +542,7 @@ export class KvNode {
       })),
       writable: s.quorumContact,
       read_only_reason: this.readOnlyReason() ?? '',
-      ms_since_leader_contact: this.raft.role === 'leader' ? 0 : Math.min(this.stalenessMs(), Number.MAX_SAFE_INTEGER),
+      ms_since_leader_contact: this.stalenessMs(),
       cluster_id: this.config.clusterId,
     };
   }

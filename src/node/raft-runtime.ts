@@ -32,6 +32,8 @@ export interface RuntimeOptions<R> {
   readonly maxPendingProposals: number;
   /** Limit: reads waiting for a read index or for the applied index to catch up. */
   readonly maxPendingReads: number;
+  /** Used to bound how many missed ticks are caught up at once. */
+  readonly electionTimeoutTicks: number;
   readonly logger: Logger;
   /** Called when the node cannot go on safely (a failed disk write); the process should exit. */
   readonly onFatal: (err: unknown) => void;
@@ -41,13 +43,14 @@ export interface RuntimeOptions<R> {
 }
 
 interface Waiter<R> {
-  readonly term: number;
+  /** The term the proposal was appended in; -1 while it is queued. */
+  term: number;
   readonly resolve: (v: { index: number; result: R }) => void;
   readonly reject: (e: Error) => void;
   timer?: NodeJS.Timeout;
 }
 
-interface Queued<R> extends Omit<Waiter<R>, 'term'> {
+interface Queued<R> extends Waiter<R> {
   readonly data: Uint8Array;
 }
 
@@ -80,12 +83,17 @@ export class RaftRuntime<R> {
   private readonly waiters = new Map<number, Waiter<R>>();
   /** Reads waiting to be handed to the core as one ReadIndex request (one confirmation round). */
   private queuedReads: ReadWaiter[] = [];
-  /** Reads handed to the core, by request context. */
-  private readonly readBatches = new Map<number, ReadWaiter[]>();
+  /** Reads handed to the core, by request context, with the leader and term they were asked of. */
+  private readonly readBatches = new Map<number, { waiters: ReadWaiter[]; leader: number; term: number }>();
   private nextReadContext = 1;
   /** Waiting for the applied index to reach an index; kept sorted by index. */
   private applyWaiters: ApplyWaiter[] = [];
   private ticker: NodeJS.Timeout | undefined;
+  /** While a batch is being applied: its last index; else 0. */
+  private applyingTo = 0;
+  /** Monotonic clock reading when ticking started, and ticks given to the core since. */
+  private tickOriginMs = 0;
+  private ticksDone = 0;
   private loopRunning = false;
   private loopDone: Promise<void> = Promise.resolve();
   private stopped = false;
@@ -96,11 +104,30 @@ export class RaftRuntime<R> {
   }
 
   start(): void {
-    this.ticker = setInterval(() => {
+    this.tickOriginMs = performance.now();
+    this.ticksDone = 0;
+    this.ticker = setInterval(() => this.catchUpTicks(), this.opts.tickMs);
+    this.kick();
+  }
+
+  /**
+   * Gives the core every tick that is due by the monotonic clock. Timer callbacks are not replayed
+   * after the event loop stalls (a long GC, SIGSTOP), so counting callbacks would slow this node's
+   * clock down: a leader would then believe in a lease that has run out. Call it before trusting
+   * the core's sense of time (before a lease read). A stall longer than a few election timeouts is
+   * caught up only in part: enough for every lease and election timer to run out.
+   */
+  catchUpTicks(): void {
+    if (this.stopped || this.ticker === undefined) return;
+    const due = Math.floor((performance.now() - this.tickOriginMs) / this.opts.tickMs);
+    const maxBurst = 4 * this.opts.electionTimeoutTicks;
+    if (due - this.ticksDone > maxBurst) this.ticksDone = due - maxBurst;
+    if (due <= this.ticksDone) return;
+    while (this.ticksDone < due) {
       this.raft.tick();
-      this.maybeFailWithoutQuorum();
-      this.kick();
-    }, this.opts.tickMs);
+      this.ticksDone++;
+    }
+    this.maybeFailWithoutQuorum();
     this.kick();
   }
 
@@ -112,12 +139,21 @@ export class RaftRuntime<R> {
   /** Reads waiting for a read index or for the applied index. */
   pendingReadCount(): number {
     let n = this.queuedReads.length + this.applyWaiters.length;
-    for (const b of this.readBatches.values()) n += b.length;
+    for (const b of this.readBatches.values()) n += b.waiters.length;
     return n;
   }
 
   get appliedIndex(): number {
     return this.raft.appliedIndex;
+  }
+
+  /**
+   * An index at least that of any state a read started now or earlier may have seen: the applied
+   * index, or the last index of the batch being applied (its write may already be visible). Read it
+   * after reading the data, and report it as the index the read was served at.
+   */
+  get visibleIndexBound(): number {
+    return Math.max(this.raft.appliedIndex, this.applyingTo);
   }
 
   /**
@@ -146,6 +182,7 @@ export class RaftRuntime<R> {
   /** Resolves once the applied index reaches `index`. */
   waitApplied(index: number, timeoutMs: number): Promise<void> {
     if (this.raft.appliedIndex >= index) return Promise.resolve();
+    if (this.stopped) return Promise.reject(new RaftKvError('UNAVAILABLE', 'the node is shutting down'));
     if (this.pendingReadCount() >= this.opts.maxPendingReads) {
       return Promise.reject(
         new LimitError('TOO_MANY_REQUESTS', 'maxPendingReads', this.opts.maxPendingReads, 'too many reads in progress on this node'),
@@ -166,9 +203,9 @@ export class RaftRuntime<R> {
   private forgetRead(w: ReadWaiter): void {
     this.queuedReads = this.queuedReads.filter((x) => x !== w);
     for (const [ctx, batch] of this.readBatches) {
-      const rest = batch.filter((x) => x !== w);
+      const rest = batch.waiters.filter((x) => x !== w);
       if (rest.length === 0) this.readBatches.delete(ctx);
-      else if (rest.length !== batch.length) this.readBatches.set(ctx, rest);
+      else if (rest.length !== batch.waiters.length) this.readBatches.set(ctx, { ...batch, waiters: rest });
     }
   }
 
@@ -180,16 +217,22 @@ export class RaftRuntime<R> {
     const ctx = this.nextReadContext++;
     try {
       this.raft.readIndex(ctx);
-      this.readBatches.set(ctx, batch);
+      this.readBatches.set(ctx, { waiters: batch, leader: this.raft.leader, term: this.raft.term });
     } catch (e) {
       for (const w of batch) this.settle(w, e as Error);
     }
   }
 
-  /** A leader change loses the core's pending read requests: fail them now rather than at their deadline. */
-  private failReads(err: Error): void {
-    for (const batch of this.readBatches.values()) for (const w of batch) this.settle(w, err);
-    this.readBatches.clear();
+  /**
+   * A leader change loses the core's pending read requests: fail those asked of another leader or
+   * term now, rather than at their deadline (all of them without `unless`).
+   */
+  private failReads(err: Error, unless?: { leader: number; term: number }): void {
+    for (const [ctx, batch] of this.readBatches) {
+      if (unless && batch.leader === unless.leader && batch.term === unless.term) continue;
+      for (const w of batch.waiters) this.settle(w, err);
+      this.readBatches.delete(ctx);
+    }
   }
 
   step(m: Message): void {
@@ -218,7 +261,7 @@ export class RaftRuntime<R> {
       );
     }
     return new Promise((resolve, reject) => {
-      const q: Queued<R> = { data, resolve, reject };
+      const q: Queued<R> = { data, term: -1, resolve, reject };
       q.timer = setTimeout(() => {
         this.forget(q);
         reject(new RaftKvError('TIMEOUT', `the write was not committed within ${timeoutMs} ms; it may still be applied later`));
@@ -233,7 +276,10 @@ export class RaftRuntime<R> {
     this.stopped = true;
     if (this.ticker) clearInterval(this.ticker);
     await this.loopDone;
-    const err = new RaftKvError('UNAVAILABLE', 'the node is shutting down');
+    this.failEverything(new RaftKvError('UNAVAILABLE', 'the node is shutting down'));
+  }
+
+  private failEverything(err: Error): void {
     for (const q of this.queued) this.settle(q, err);
     for (const w of this.waiters.values()) this.settle(w, err);
     for (const w of this.queuedReads) this.settle(w, err);
@@ -284,12 +330,16 @@ export class RaftRuntime<R> {
 
   /** Hands queued proposals to the core as one batch, so they share one disk write and one append. */
   private flushProposals(): void {
-    if (this.queued.length === 0) return;
+    if (this.queued.length === 0 || this.stopped) return;
     const batch = this.queued;
     this.queued = [];
     try {
       const { index, term } = this.raft.propose(batch.map((q) => q.data));
-      batch.forEach((q, i) => this.waiters.set(index + i, { ...q, term }));
+      batch.forEach((q, i) => {
+        // The same object stays registered, so its timeout can find and forget it.
+        q.term = term;
+        this.waiters.set(index + i, q);
+      });
     } catch (e) {
       for (const q of batch) this.settle(q, e as Error);
     }
@@ -309,6 +359,7 @@ export class RaftRuntime<R> {
       this.opts.logger.error('fatal', { error: String((e as Error)?.stack ?? e) });
       this.stopped = true;
       if (this.ticker) clearInterval(this.ticker);
+      this.failEverything(new RaftKvError('INTERNAL', `the node stopped after a fatal error: ${(e as Error)?.message ?? String(e)}`));
       this.opts.onFatal(e);
     }
   }
@@ -320,6 +371,7 @@ export class RaftRuntime<R> {
     }
     if (r.messagesAfterPersist.length > 0) this.opts.transport.send(r.messagesAfterPersist);
     if (r.committedEntries.length > 0) {
+      this.applyingTo = r.committedEntries[r.committedEntries.length - 1]!.index;
       const results = await this.opts.stateMachine.apply(r.committedEntries);
       r.committedEntries.forEach((e, i) => {
         const w = this.waiters.get(e.index);
@@ -334,12 +386,13 @@ export class RaftRuntime<R> {
       const batch = this.readBatches.get(rs.context);
       if (!batch) continue;
       this.readBatches.delete(rs.context);
-      for (const w of batch) {
+      for (const w of batch.waiters) {
         if (w.timer) clearTimeout(w.timer);
         w.resolve(rs.index);
       }
     }
     this.raft.advance(r);
+    this.applyingTo = 0;
     if (r.committedEntries.length > 0) {
       const applied = r.committedEntries[r.committedEntries.length - 1]!.index;
       let k = 0;
@@ -360,7 +413,10 @@ export class RaftRuntime<R> {
         this.waiters.clear();
       }
       if (this.readBatches.size > 0) {
-        this.failReads(new RaftKvError('UNAVAILABLE', 'the leader changed while a read was being confirmed; retry it'));
+        this.failReads(new RaftKvError('UNAVAILABLE', 'the leader changed while a read was being confirmed; retry it'), {
+          leader: r.softState.leader,
+          term: this.raft.term,
+        });
       }
       this.opts.onSoftState?.(r.softState);
     }

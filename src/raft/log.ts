@@ -140,7 +140,10 @@ export class RaftLog {
     if (this.term(index) === term && index > this.stableIndex) this.stableIndex = index;
   }
 
-  /** Committed entries not yet applied, limited to what is (or is about to be) durable. */
+  /**
+   * Committed entries not yet applied. Those past stableIndex are in the same Ready's `entries`, and
+   * the caller persists them before it applies (see the contract on Ready).
+   */
   entriesToApply(): Entry[] {
     return this.entries.slice(this.applied, this.committed);
   }

@@ -10,6 +10,7 @@ import {
   DEFAULT_MAX_APPEND_BYTES,
   DEFAULT_MAX_CLOCK_DRIFT,
   DEFAULT_MAX_INFLIGHT_MESSAGES,
+  DEFAULT_MAX_PENDING_READ_REQUESTS,
   DEFAULT_MAX_UNCOMMITTED_BYTES,
   NONE,
   type AppendRequest,
@@ -116,6 +117,7 @@ export class Raft {
    */
   private leaseFromTick = -1;
   private readonly leaseTicks: number;
+  private readonly maxPendingReadRequests: number;
   /** Leader only: requests that arrived before the leader committed an entry of its term. */
   private readsBeforeCommit: { from: NodeId; context: number }[] = [];
   private readStates: ReadState[] = [];
@@ -142,6 +144,7 @@ export class Raft {
     this.maxAppendBytes = config.maxAppendBytes ?? DEFAULT_MAX_APPEND_BYTES;
     this.maxInflightMessages = config.maxInflightMessages ?? DEFAULT_MAX_INFLIGHT_MESSAGES;
     this.maxUncommittedBytes = config.maxUncommittedBytes ?? DEFAULT_MAX_UNCOMMITTED_BYTES;
+    this.maxPendingReadRequests = config.maxPendingReadRequests ?? DEFAULT_MAX_PENDING_READ_REQUESTS;
     this.leaseTicks = this.checkQuorum
       ? (config.leaseTicks ?? leaseDurationTicks(config.electionTimeoutTicks, DEFAULT_MAX_CLOCK_DRIFT))
       : 0;
@@ -220,10 +223,17 @@ export class Raft {
     this.checkInvariants();
   }
 
-  /** Starts an election now (as if the election timeout had fired). */
-  campaign(): void {
+  /**
+   * Starts an election now (as if the election timeout had fired), unless this node heard from a
+   * live leader within the election timeout: its acknowledgement may be part of that leader's lease,
+   * and campaigning would let a second leader serve while the first still holds it. Returns whether
+   * a campaign started.
+   */
+  campaign(): boolean {
+    if (this.inLease()) return false;
     this.hup();
     this.checkInvariants();
+    return true;
   }
 
   /**
@@ -733,6 +743,10 @@ export class Raft {
   }
 
   private onReadIndex(from: NodeId, context: number): void {
+    if (this.readQueue.length + this.readsBeforeCommit.length >= this.maxPendingReadRequests) {
+      // Limit reached: drop it; the asker times out (its node bounds its own waiting reads too).
+      return;
+    }
     // Until an entry of this term is committed, our commit index may lag what earlier leaders
     // committed, so it cannot serve as a read index.
     if (this.log.term(this.log.committed) !== this._term) {
@@ -803,9 +817,14 @@ export class Raft {
     if (this.uncommittedBytes < 0) this.uncommittedBytes = 0;
     this.log.commitTo(candidate);
     if (this.readsBeforeCommit.length > 0) {
-      const waiting = this.readsBeforeCommit;
+      // One heartbeat round confirms all of them (a single node needs none).
+      const round = this.readRound + 1;
+      for (const r of this.readsBeforeCommit) {
+        if (this.quorum === 1) this.answerRead(r.from, r.context, candidate);
+        else this.readQueue.push({ from: r.from, context: r.context, index: candidate, round });
+      }
       this.readsBeforeCommit = [];
-      for (const r of waiting) this.onReadIndex(r.from, r.context);
+      if (this.quorum > 1) this.bcastHeartbeat();
     }
     return true;
   }
@@ -894,7 +913,7 @@ export class Raft {
       for (const pr of this.progress.values()) pr.checkInvariants();
       if (this.progress.get(this.id)!.match > this.log.stableIndex) fail('leader counts a non-durable entry of its own');
       for (let i = 1; i < this.readQueue.length; i++) {
-        if (this.readQueue[i]!.round <= this.readQueue[i - 1]!.round) fail('read queue out of round order');
+        if (this.readQueue[i]!.round < this.readQueue[i - 1]!.round) fail('read queue out of round order');
       }
     } else if (this.progress.size > 0 || this.readQueue.length > 0) {
       fail(`${this._role} keeps replication progress`);
@@ -905,14 +924,14 @@ export class Raft {
 /**
  * The longest safe lease, in the leader's ticks, when clock rates may differ by up to `maxClockDrift`
  * (0.1: any node's clock may run up to 10% fast or slow). A follower that receives the confirming
- * heartbeat refuses votes for electionTimeoutTicks of its ticks: at least (E - 1) tick periods of its
- * clock, since its first tick may come at once. The leader counts from its tick count at sending,
- * which may be up to one period late, so the lease L must satisfy
- * (L - 1) * (1 + drift) <= (E - 1) * (1 - drift).
+ * heartbeat refuses votes for electionTimeoutTicks (E) of its ticks: at least E - 1 of its tick
+ * periods, since its first tick may come at once. A heartbeat sent at the leader's tick s leaves no
+ * earlier than that tick, and the lease holds until tick s + L: L of the leader's periods. With
+ * periods within (1 +- drift) of nominal, L * (1 + drift) <= (E - 1) * (1 - drift).
  */
 export function leaseDurationTicks(electionTimeoutTicks: number, maxClockDrift: number): number {
   if (!(maxClockDrift >= 0 && maxClockDrift < 1)) throw new RangeError(`maxClockDrift must be in [0, 1), got ${maxClockDrift}`);
-  return Math.max(0, Math.floor(1 + ((electionTimeoutTicks - 1) * (1 - maxClockDrift)) / (1 + maxClockDrift)));
+  return Math.max(0, Math.floor(((electionTimeoutTicks - 1) * (1 - maxClockDrift)) / (1 + maxClockDrift)));
 }
 
 function sameHardState(a: HardState, b: HardState): boolean {
@@ -935,6 +954,7 @@ function validateConfig(c: RaftConfig): void {
     ['maxAppendBytes', c.maxAppendBytes],
     ['maxInflightMessages', c.maxInflightMessages],
     ['maxUncommittedBytes', c.maxUncommittedBytes],
+    ['maxPendingReadRequests', c.maxPendingReadRequests],
   ] as const) {
     if (v !== undefined && (!Number.isSafeInteger(v) || v < 1)) bad(`${name} must be a positive integer, got ${v}`);
   }

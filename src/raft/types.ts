@@ -124,6 +124,12 @@ export type Message =
 
 export type MessageType = Message['type'];
 
+/** A confirmed read: a reader with `context` may answer once the applied index reaches `index`. */
+export interface ReadState {
+  readonly context: number;
+  readonly index: number;
+}
+
 /**
  * A batch of work for the caller. The persistence contract, in order:
  *
@@ -141,12 +147,6 @@ export type MessageType = Message['type'];
  *
  * `ready()` may not be called again before `advance()`; `step`, `tick` and `propose` may.
  */
-/** A confirmed read: a reader with `context` may answer once the applied index reaches `index`. */
-export interface ReadState {
-  readonly context: number;
-  readonly index: number;
-}
-
 export interface Ready {
   readonly softState?: SoftState;
   readonly hardState?: HardState;
@@ -194,6 +194,8 @@ export interface RaftConfig {
   readonly maxInflightMessages?: number;
   /** Limit: bytes of proposed but uncommitted entry data a leader accepts. */
   readonly maxUncommittedBytes?: number;
+  /** Limit: ReadIndex requests a leader holds unanswered; past it, new ones are dropped. */
+  readonly maxPendingReadRequests?: number;
   /**
    * Leader lease length in ticks (thesis §6.4.1); 0 disables lease reads. Default:
    * leaseDurationTicks(electionTimeoutTicks, DEFAULT_MAX_CLOCK_DRIFT). Must be below
@@ -208,5 +210,6 @@ export interface RaftConfig {
 export const DEFAULT_MAX_APPEND_BYTES = 1024 * 1024;
 export const DEFAULT_MAX_INFLIGHT_MESSAGES = 256;
 export const DEFAULT_MAX_UNCOMMITTED_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_MAX_PENDING_READ_REQUESTS = 4096;
 /** The assumed bound on clock-rate difference for leader leases: 10% fast or slow. */
 export const DEFAULT_MAX_CLOCK_DRIFT = 0.1;
