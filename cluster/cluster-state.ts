@@ -36,6 +36,23 @@ export interface ClusterState {
   nodeArgs: string[];
   /** Pid of the `start --foreground` process that supervises the nodes, if one runs. */
   supervisorPid: number | null;
+  /**
+   * The partition the nodes were given (`partition`), null or absent when every link is up. Running
+   * nodes hold it in memory only: `restart` and `resume` give it again to their node; `stop` and
+   * `start` clear it.
+   */
+  partition?: PartitionState | null;
+}
+
+/** A cut link: messages from `from` to `to` are dropped. */
+export type Link = readonly [from: number, to: number];
+
+/** The current partition (see cluster/partition.ts). */
+export interface PartitionState {
+  /** The specs that made it, normalized ("isolate node1"); more than one after `partition --add`. */
+  readonly specs: readonly string[];
+  /** Every cut link, sorted, without duplicates. */
+  readonly blocked: readonly Link[];
 }
 
 export function newState(host: string, ports: readonly number[], nodeArgs: string[]): ClusterState {
@@ -48,6 +65,7 @@ export function newState(host: string, ports: readonly number[], nodeArgs: strin
     nodes,
     nodeArgs,
     supervisorPid: null,
+    partition: null,
   };
 }
 
@@ -131,6 +149,7 @@ function isState(s: unknown): s is ClusterState {
   if (typeof o['host'] !== 'string' || typeof o['members'] !== 'string') return false;
   if (!Array.isArray(o['nodeArgs']) || !o['nodeArgs'].every((a) => typeof a === 'string')) return false;
   if (o['supervisorPid'] !== null && !Number.isSafeInteger(o['supervisorPid'])) return false;
+  if (o['partition'] !== undefined && o['partition'] !== null && !isPartitionState(o['partition'])) return false;
   const nodes = o['nodes'];
   if (!Array.isArray(nodes) || nodes.length < 1 || nodes.length > MAX_NODES) return false;
   return nodes.every((n: unknown, i) => {
@@ -143,4 +162,17 @@ function isState(s: unknown): s is ClusterState {
       (r['pid'] === null || (Number.isSafeInteger(r['pid']) && (r['pid'] as number) > 0))
     );
   });
+}
+
+function isPartitionState(p: unknown): p is PartitionState {
+  if (typeof p !== 'object' || p === null) return false;
+  const o = p as Record<string, unknown>;
+  const specs = o['specs'];
+  const blocked = o['blocked'];
+  return (
+    Array.isArray(specs) &&
+    specs.every((s) => typeof s === 'string') &&
+    Array.isArray(blocked) &&
+    blocked.every((l: unknown) => Array.isArray(l) && l.length === 2 && l.every((x: unknown) => Number.isSafeInteger(x) && (x as number) > 0))
+  );
 }

@@ -1,15 +1,20 @@
 // raftkv-cluster: a local cluster of kvnode processes on 127.0.0.1, for trying raftkv out and for
 // playing with failures. `npm start` runs `start --foreground`; `npm run cluster -- <command>` the rest.
 //
-// The subcommands are one table (COMMANDS): a new one (say `partition` and `heal`) is one more entry;
-// nodeCommand() makes those that act on one NODE (`1`, `node1` or `leader`).
+// The subcommands are one table (COMMANDS): a new one is one more entry; nodeCommand() makes those that
+// act on one NODE (`1`, `node1` or `leader`).
+//
+// This is a local dev/test cluster: its nodes run with --enable-fault-injection, so that `partition`
+// and `heal` can cut and restore links between them (cluster/partition.ts). They listen on loopback.
 
 import { resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { MAX_NODES, requireState, type ClusterState, type NodeState } from './cluster-state.js';
 import {
   cleanCluster,
+  healCluster,
   killNode,
+  partitionCluster,
   pauseNode,
   printStatus,
   restartNode,
@@ -24,6 +29,7 @@ import {
 import { ClusterError } from './errors.js';
 import { colourFor } from './log-format.js';
 import { PROJECT_ROOT } from './node-process.js';
+import { PARTITION_USAGE } from './partition.js';
 
 export type { ClusterIo };
 
@@ -106,7 +112,7 @@ const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: 'status',
-    summary: 'each node: process, address, and role/term/leader/commit/applied from its Status',
+    summary: 'each node: process, address, and role/term/leader/commit/applied/writable from its Status; the partition',
     options: () => [new Option('--json', 'print JSON')],
     run: (ctx, _args, o) => printStatus(ctx, o['json'] === true),
   },
@@ -119,6 +125,18 @@ const COMMANDS: readonly CommandSpec[] = [
   ),
   nodeCommand('pause', 'freeze a node (SIGSTOP): alive but silent, like a long GC pause', pauseNode),
   nodeCommand('resume', 'continue a paused node (SIGCONT)', resumeNode),
+  {
+    name: 'partition',
+    args: '<spec...>',
+    summary: `cut links between nodes (replacing any partition in place, unless --add): ${PARTITION_USAGE.map((l) => l.split(/\s{2,}/)[0]).join(' | ')}`,
+    options: () => [new Option('--add', 'add these cuts to the current partition instead of replacing it')],
+    run: (ctx, args, o) => partitionCluster(ctx, args, o['add'] === true),
+  },
+  {
+    name: 'heal',
+    summary: 'bring every link between the nodes up again',
+    run: (ctx) => healCluster(ctx),
+  },
   {
     name: 'clean',
     summary: 'stop every node and delete the cluster folder (only a folder this script made)',
@@ -169,7 +187,15 @@ export function buildProgram(io: ClusterIo): Command {
         '  npm run cluster -- kill leader             then watch another node take over',
         '  npm run cluster -- restart node1',
         '  npm run cluster -- pause 2 / resume 2',
+        '  npm run cluster -- partition isolate leader   the old leader turns read-only; the others elect a new one',
+        '  npm run cluster -- heal',
         '  npm run cluster -- stop                    the data stays; `clean` deletes it',
+        '',
+        'Partition specs (a node: 1, node1 or leader; a group: 1,2):',
+        ...PARTITION_USAGE.map((l) => `  ${l}`),
+        'Every node gets the complete list of cut links (it drops what it sends and receives on them);',
+        'nodes run with --enable-fault-injection for this (a local dev/test cluster: loopback only).',
+        '`restart` and `resume` put a node back into the partition; `stop` and `start` heal it.',
       ].join('\n'),
     );
   for (const spec of COMMANDS) {

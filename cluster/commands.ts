@@ -33,6 +33,7 @@ import {
   waitState,
 } from './node-process.js';
 import { agreedLeader, callErrorReason, StatusClients, type StatusResponse } from './node-status.js';
+import { describeLinks, FaultClients, parsePartition, setLinksFailure, sortLinks, type Link, type PartitionState } from './partition.js';
 import { freePorts, isPortFree } from './ports.js';
 
 /** Nodes listen on loopback only. */
@@ -47,6 +48,8 @@ const READY_POLL_MS = 100;
 const SIGNAL_WAIT_MS = 5_000;
 /** Lines of a node's log shown when it failed. */
 const LOG_TAIL_LINES = 20;
+/** Deadline of one SetLinks call (partition, heal, and giving a restarted or resumed node its links). */
+const SET_LINKS_TIMEOUT_MS = 2_000;
 
 export interface ClusterIo {
   /** Writes one line (or several, joined by newlines) to the standard output. */
@@ -124,6 +127,7 @@ export async function startCluster(ctx: ClusterContext, o: StartOptions): Promis
     throw new ClusterError('ALREADY_RUNNING', `${running.map((n) => n.name).join(', ')} already run(s) in the background; stop the cluster first: ${ctx.hint('stop')}`);
   }
   for (const n of running) io.out(`${n.name} is already running (pid ${n.pid}).`);
+  await healBeforeStart(ctx, state, running);
 
   const toStart = state.nodes.filter((n) => !running.includes(n));
   await checkPortsFree(state, toStart);
@@ -170,6 +174,23 @@ export async function startCluster(ctx: ClusterContext, o: StartOptions): Promis
     return;
   }
   await supervise(ctx, state, children, follower!, abort, width);
+}
+
+/**
+ * `start` brings every node up with every link up: a partition recorded earlier is cleared, and
+ * nodes still running are healed (else the new nodes, cut off, could keep the cluster from agreeing
+ * on a leader). `restart NODE` is the way to bring one node back into a partition.
+ */
+async function healBeforeStart(ctx: ClusterContext, state: ClusterState, running: readonly NodeState[]): Promise<void> {
+  const recorded = state.partition;
+  if (recorded === undefined || recorded === null) return;
+  if (running.length > 0) {
+    const r = await giveLinks(ctx, state, running, []);
+    for (const f of r.failures) ctx.io.err(`raftkv-cluster: warning: ${f}`);
+  }
+  state.partition = null;
+  writeState(ctx.dir, state);
+  ctx.io.out(`The partition (${recorded.specs.join(' + ')}) is cleared: start brings every link up.`);
 }
 
 /** An existing cluster is restarted as it was: other --nodes or --base-port values need `clean`. */
@@ -283,6 +304,7 @@ async function supervise(
   await Promise.all([...children.values()].filter((c) => c.exitCode === null && c.signalCode === null).map((c) => stopProcess(c.pid!, STOP_GRACE_MS)));
   follower.stop();
   current.supervisorPid = null;
+  current.partition = null;
   try {
     writeState(dir, current);
   } catch {
@@ -334,6 +356,8 @@ export async function stopCluster(ctx: ClusterContext): Promise<void> {
   }
   await stopNodes(ctx, state, state.nodes, { quiet: false });
   state.supervisorPid = null;
+  // The links were cut in the nodes' memory: with the processes gone, so is the partition.
+  state.partition = null;
   writeState(ctx.dir, state);
 }
 
@@ -378,6 +402,9 @@ export interface NodeReport {
     readonly commit: number;
     readonly applied: number;
     readonly lastIndex: number;
+    /** Whether the node can get writes committed now; else why not (read-only). */
+    readonly writable: boolean;
+    readonly readOnlyReason: string;
   };
   /** Why there is no status: "down", "paused", or the failed call's gRPC code. */
   readonly error?: string;
@@ -407,6 +434,8 @@ export async function collectStatus(ctx: ClusterContext, state: ClusterState): P
           commit: Number(s.commit_index),
           applied: Number(s.applied_index),
           lastIndex: Number(s.last_index),
+          writable: s.writable,
+          readOnlyReason: s.read_only_reason,
         },
       };
     });
@@ -418,13 +447,14 @@ export async function collectStatus(ctx: ClusterContext, state: ClusterState): P
 export async function printStatus(ctx: ClusterContext, json: boolean): Promise<void> {
   const state = requireState(ctx.dir, ctx.hint('start'));
   const reports = await collectStatus(ctx, state);
+  const partition = state.partition ?? null;
   if (json) {
-    ctx.io.out(JSON.stringify({ dir: ctx.dir, endpoints: endpoints(state), nodes: reports }, null, 2));
+    ctx.io.out(JSON.stringify({ dir: ctx.dir, endpoints: endpoints(state), partition, nodes: reports }, null, 2));
     return;
   }
   const sup = state.supervisorPid;
   ctx.io.out(`Cluster in ${showPath(ctx.dir)}${sup !== null && isSupervisorProcess(sup) ? ` (running in the foreground, pid ${sup})` : ''}:`);
-  const rows = [['NODE', 'PID', 'PROCESS', 'ADDRESS', 'ROLE', 'TERM', 'LEADER', 'COMMIT', 'APPLIED']];
+  const rows = [['NODE', 'PID', 'PROCESS', 'ADDRESS', 'ROLE', 'TERM', 'LEADER', 'COMMIT', 'APPLIED', 'STATE']];
   for (const r of reports) {
     const s = r.status;
     rows.push([
@@ -437,10 +467,21 @@ export async function printStatus(ctx: ClusterContext, json: boolean): Promise<v
       s ? (s.leader === 0 ? 'none' : `node${s.leader}`) : '',
       s ? String(s.commit) : '',
       s ? String(s.applied) : '',
+      s ? (s.writable ? 'writable' : 'read-only') : '',
     ]);
   }
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((row) => row[c]!.length)));
   for (const row of rows) ctx.io.out(row.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd());
+  if (partition === null) {
+    ctx.io.out('Partition: none (every link is up)');
+  } else {
+    ctx.io.out(`Partition: ${partition.specs.join(' + ')}`);
+    ctx.io.out(`  cut: ${describeLinks(partition.blocked)}`);
+    ctx.io.out(`  heal with: ${ctx.hint('heal')}`);
+  }
+  for (const r of reports) {
+    if (r.status && !r.status.writable) ctx.io.out(`${r.name} is read-only: ${r.status.readOnlyReason || 'no reason given'}`);
+  }
 }
 
 // ---- one node -----------------------------------------------------------------------------------
@@ -526,6 +567,7 @@ export async function restartNode(ctx: ClusterContext, state: ClusterState, node
     child.unref();
   }
   ctx.io.out(`${node.name} restarted (pid ${child.pid}) on ${address(state, node)}, with its data.`);
+  await rejoinPartition(ctx, state, node, 'restarted');
 }
 
 export async function pauseNode(ctx: ClusterContext, _state: ClusterState, node: NodeState): Promise<void> {
@@ -541,7 +583,7 @@ export async function pauseNode(ctx: ClusterContext, _state: ClusterState, node:
   ctx.io.out(`${node.name} paused (SIGSTOP, pid ${pid}): it neither answers nor sends until resumed. Resume it with: ${ctx.hint(`resume ${node.name}`)}`);
 }
 
-export async function resumeNode(ctx: ClusterContext, _state: ClusterState, node: NodeState): Promise<void> {
+export async function resumeNode(ctx: ClusterContext, state: ClusterState, node: NodeState): Promise<void> {
   const pid = requirePid(ctx, node);
   if (processState(pid) !== 'paused') {
     ctx.io.out(`${node.name} is not paused (pid ${pid}).`);
@@ -552,6 +594,96 @@ export async function resumeNode(ctx: ClusterContext, _state: ClusterState, node
     throw new ClusterError('TIMEOUT', `${node.name} (pid ${pid}) does not show as running ${SIGNAL_WAIT_MS} ms after SIGCONT`);
   }
   ctx.io.out(`${node.name} resumed (SIGCONT, pid ${pid}).`);
+  await rejoinPartition(ctx, state, node, 'resumed');
+}
+
+// ---- partition, heal -----------------------------------------------------------------------------
+
+/** What giveLinks did: the nodes that took the list, those skipped, and why each failure failed. */
+interface GiveLinksResult {
+  readonly applied: readonly NodeState[];
+  readonly skipped: ReadonlyArray<{ readonly node: NodeState; readonly why: 'down' | 'paused' }>;
+  readonly failures: readonly string[];
+}
+
+/**
+ * Gives each of `nodes` that runs the complete list of cut links (SetLinks; [] heals), in parallel.
+ * Down and paused nodes are skipped: `restart` and `resume` give them the recorded list.
+ */
+async function giveLinks(ctx: ClusterContext, state: ClusterState, nodes: readonly NodeState[], links: readonly Link[]): Promise<GiveLinksResult> {
+  const skipped: Array<{ node: NodeState; why: 'down' | 'paused' }> = [];
+  const targets: NodeState[] = [];
+  for (const n of nodes) {
+    const pid = livePid(ctx.dir, n);
+    if (pid === undefined) skipped.push({ node: n, why: 'down' });
+    else if (processState(pid) === 'paused') skipped.push({ node: n, why: 'paused' });
+    else targets.push(n);
+  }
+  const faults = new FaultClients(state);
+  try {
+    const results = await Promise.all(targets.map((n) => faults.setLinks(n, links, SET_LINKS_TIMEOUT_MS).then(() => undefined, (e: Error) => e)));
+    const failures = targets.flatMap((n, i) => {
+      const e = results[i];
+      return e === undefined ? [] : [setLinksFailure(n, e, ctx.hint(`restart ${n.name}`))];
+    });
+    return { applied: targets.filter((_, i) => results[i] === undefined), skipped, failures };
+  } finally {
+    faults.close();
+  }
+}
+
+function throwIfFailed(r: GiveLinksResult, what: string): void {
+  if (r.failures.length === 0) return;
+  throw new ClusterError('FAULT_INJECTION_FAILED', `${what}: ${r.failures.length} running node${r.failures.length > 1 ? 's' : ''} did not take the new links`, r.failures.map((f) => `  ${f}`));
+}
+
+/**
+ * `partition SPEC...`: cuts links. The new partition replaces the current one, or with `add` joins
+ * it. It is recorded in cluster.json first, so that should a node fail to take it, `status` shows
+ * what was asked for and `heal` undoes it everywhere.
+ */
+export async function partitionCluster(ctx: ClusterContext, args: readonly string[], add: boolean): Promise<void> {
+  const { io } = ctx;
+  const state = requireState(ctx.dir, ctx.hint('start'));
+  const namesLeader = args.slice(1).some((a) => a.split(',').some((t) => t.trim().toLowerCase() === 'leader'));
+  const leaderId = namesLeader ? (await findLeader(ctx, state)).id : undefined;
+  const { spec, blocked } = parsePartition(args, state.nodes.map((n) => n.id), leaderId);
+  const current = state.partition ?? null;
+  const next: PartitionState =
+    add && current !== null ? { specs: [...current.specs, spec], blocked: sortLinks([...current.blocked, ...blocked]) } : { specs: [spec], blocked };
+  state.partition = next;
+  writeState(ctx.dir, state);
+  const r = await giveLinks(ctx, state, state.nodes, next.blocked);
+  throwIfFailed(r, 'partition');
+  io.out(`Partition: ${next.specs.join(' + ')}${add && current !== null ? '' : current !== null ? ` (replaces ${current.specs.join(' + ')})` : ''}`);
+  io.out(`  cut: ${describeLinks(next.blocked)}`);
+  for (const s of r.skipped) io.out(`  ${s.node.name} is ${s.why}: it gets these links when ${s.why === 'down' ? 'restarted' : 'resumed'}`);
+  io.out(`Heal with: ${ctx.hint('heal')}`);
+}
+
+/** `heal`: every link up again on every running node (also when no partition is recorded). */
+export async function healCluster(ctx: ClusterContext): Promise<void> {
+  const state = requireState(ctx.dir, ctx.hint('start'));
+  const had = state.partition ?? null;
+  state.partition = null;
+  writeState(ctx.dir, state);
+  const r = await giveLinks(ctx, state, state.nodes, []);
+  throwIfFailed(r, 'heal');
+  ctx.io.out(had !== null ? `Healed: every link is up again (was: ${had.specs.join(' + ')}).` : 'No partition was recorded; every running node was told to heal anyway: every link is up.');
+}
+
+/** A node back from a restart or a pause gets the recorded partition (a paused one may hold an older list). */
+async function rejoinPartition(ctx: ClusterContext, state: ClusterState, node: NodeState, how: 'restarted' | 'resumed'): Promise<void> {
+  const links = state.partition?.blocked ?? [];
+  // A restarted node starts with every link up: nothing to tell it unless a partition is recorded.
+  if (links.length === 0 && how === 'restarted') return;
+  const r = await giveLinks(ctx, state, [node], links);
+  if (links.length === 0) {
+    for (const f of r.failures) ctx.io.err(`raftkv-cluster: warning: ${f}`);
+    return;
+  }
+  throwIfFailed(r, `${node.name} ${how}, but the partition`);
+  if (r.applied.length > 0) ctx.io.out(`${node.name} is in the partition again (${state.partition!.specs.join(' + ')}).`);
 }
 
 // ---- helpers ------------------------------------------------------------------------------------

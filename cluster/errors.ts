@@ -21,7 +21,9 @@ export type ClusterErrorCode =
   | 'INVALID_ARGUMENT'
   | 'TIMEOUT'
   /** SIGINT/SIGTERM arrived while the script was starting nodes; it stopped them again. */
-  | 'INTERRUPTED';
+  | 'INTERRUPTED'
+  /** A running node did not take a partition or heal (SetLinks failed, or it lacks FaultInjection). */
+  | 'FAULT_INJECTION_FAILED';
 
 export class ClusterError extends Error {
   readonly code: ClusterErrorCode;

@@ -27,13 +27,18 @@ const KILL_WAIT_MS = 5_000;
 /** The first line of each run in node.log; logTail() shows only what follows the last one. */
 export const RUN_MARKER = '--- raftkv-cluster: starting ';
 
-/** kvnode's command line for a node (after `node`). */
+/**
+ * kvnode's command line for a node (after `node`). Nodes of this local dev/test cluster serve the
+ * test-only FaultInjection service (--enable-fault-injection), which `partition` and `heal` use:
+ * anyone who can reach a node's port can cut its links, so never expose these ports beyond loopback.
+ */
 export function kvnodeArgs(dir: string, state: ClusterState, node: NodeState): string[] {
   return [
     KVNODE_BIN,
     '--id', String(node.id),
     '--members', state.members,
     '--data-dir', dataDir(dir, node),
+    '--enable-fault-injection',
     ...state.nodeArgs,
   ];
 }

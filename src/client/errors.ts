@@ -7,15 +7,13 @@ import * as grpc from '@grpc/grpc-js';
 import type { ErrorCode } from '../errors.js';
 
 /**
- * The server's codes (src/errors.ts), plus the client's own: TOO_STALE (a STALE read refused by
- * max_staleness_ms), RESOURCE_EXHAUSTED (a gRPC limit such as the message size), CANCELLED, CLOSED
- * (the client was closed), PROTOCOL (a response the client cannot represent, e.g. an integer beyond
- * 2^53 - 1), and the name of any other gRPC status. Codes a newer server sends pass through as
- * strings.
+ * The server's codes (src/errors.ts, TOO_STALE included), plus the client's own: RESOURCE_EXHAUSTED (a
+ * gRPC limit such as the message size), CANCELLED, CLOSED (the client was closed), PROTOCOL (a
+ * response the client cannot represent, e.g. an integer beyond 2^53 - 1), and the name of any other
+ * gRPC status. Codes a newer server sends pass through as strings.
  */
 export type KvErrorCode =
   | ErrorCode
-  | 'TOO_STALE'
   | 'RESOURCE_EXHAUSTED'
   | 'CANCELLED'
   | 'CLOSED'
@@ -62,7 +60,12 @@ export class NotLeaderError extends KvError {
   }
 }
 
-/** The leader cannot reach a majority, so it can neither commit writes nor confirm reads. */
+/**
+ * The node asked cannot reach a majority (a leader cut off from it, or a follower that has not heard
+ * from a leader within an election timeout), so it can neither commit writes nor confirm reads: the
+ * cluster is read-only from there, and STALE reads still work. Transient: retried (on the next
+ * endpoint, within the call's deadline), and writes resume by themselves once a quorum is back.
+ */
 export class NoQuorumError extends KvError {}
 
 /** The request is malformed or over a limit; the message names the field or limit. Never retried. */
@@ -129,14 +132,11 @@ export function fromCallError(err: unknown, endpoint: string): KvError {
   const md = err.metadata;
   const raftkvCode = firstString(md, 'raftkv-code');
   const nodeId = Number(firstString(md, 'raftkv-node-id') ?? 0) || 0;
-  let code: KvErrorCode = raftkvCode ?? codeOfStatus[err.code] ?? grpc.status[err.code] ?? 'UNKNOWN';
+  const code: KvErrorCode = raftkvCode ?? codeOfStatus[err.code] ?? grpc.status[err.code] ?? 'UNKNOWN';
   // The server puts "CODE: " in front of its message; the code is carried separately here.
   // gRPC's connection errors may end in an empty "Resolution note:".
   let message = (err.details || err.message).replace(/\s*Resolution note:\s*$/, '');
   if (raftkvCode !== undefined && message.startsWith(`${raftkvCode}: `)) message = message.slice(raftkvCode.length + 2);
-  // Transitional: until the server sends TOO_STALE for a read refused by max_staleness_ms, it sends
-  // UNAVAILABLE with this wording. Remove once src/server uses the TOO_STALE code.
-  if (code === 'UNAVAILABLE' && /max_staleness_ms=/.test(message)) code = 'TOO_STALE';
   const options: KvErrorOptions = { endpoint, grpcCode: err.code, nodeId, cause: err };
   if (code === 'NOT_LEADER') {
     const leaderId = Number(firstString(md, 'raftkv-leader-id') ?? 0) || 0;

@@ -33,7 +33,7 @@ export interface ResponseHeader {
   readonly leaderId: number;
   /** Reads: the consistency actually used. Writes: null. */
   readonly consistency: Consistency | null;
-  /** STALE reads: ms since the serving node last heard from a leader (0 on the leader). */
+  /** STALE reads: ms since the serving node last heard from a leader (0 on a leader in contact with a majority). */
   readonly stalenessMs: number;
 }
 
@@ -187,7 +187,7 @@ export interface NodeStatus {
   readonly writable: boolean;
   /** Why not, when writable is false. */
   readonly readOnlyReason: string;
-  /** ms since this node last heard from a leader (0 on the leader). */
+  /** ms since this node last heard from a leader (0 on a leader in contact with a majority). */
   readonly msSinceLeaderContact: number;
   readonly clusterId: string;
 }

@@ -405,11 +405,13 @@ export class KvNode {
   /**
    * Waits until some leader is known, at most until the deadline or one election timeout. A node that
    * has heard from no leader for an election timeout already is read-only and refuses at once (except
-   * in its first election timeout after start, when the first election may simply not be over).
+   * in its first election timeout after start, when the first election may simply not be over). Less
+   * one tick: the core counts whole ticks, so it may time out up to one tick early by the wall clock.
    */
   private async waitForLeader(deadlineMs: number, what: 'write' | 'read'): Promise<void> {
     if (this.raft.leader !== NONE) return;
-    if (Date.now() - Math.max(this.lastLeaderContactMs, this.startedAtMs) >= this.electionTimeoutMs()) this.requireQuorum(what);
+    const silentMs = Date.now() - Math.max(this.lastLeaderContactMs, this.startedAtMs);
+    if (silentMs >= this.electionTimeoutMs() - this.config.tickMs) this.requireQuorum(what);
     const boundMs = Math.min(deadlineMs - Date.now(), this.electionTimeoutMs());
     await new Promise<void>((resolve) => {
       const done = (): void => {

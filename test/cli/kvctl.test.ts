@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KvError } from '../../src/client/index.js';
 import { DEFAULT_ENDPOINTS, EXIT, exitCodeOf, main } from '../../src/cli/kvctl.js';
 import { InProcessCluster } from '../support/in-process-cluster.js';
+import { waitFor } from '../support/wait.js';
 import { deadAddress } from '../client/fake-server.js';
 
 const PAGE = 3;
@@ -274,6 +275,50 @@ describe('status and leader', () => {
     expect((await ok(['leader'])).out).toMatch(new RegExp(`^${id} ${addr} term \\d+\\n$`));
     expect(json(await ok(['leader', '-o', 'json']))).toMatchObject({ id, address: addr });
     expect((await ok(['leader', '-o', 'table'])).out).toMatch(new RegExp(`^ID\\s+ADDRESS\\s+TERM\\n${id}\\s+${addr}\\s+\\d+\\n$`));
+  });
+});
+
+describe('a node cut off from the majority (read-only)', () => {
+  it('status --cluster marks it read-only with the reason; a write sent to it prints the NO_QUORUM reason in one line, exit 3', async () => {
+    const leader = await cluster.waitForLeader();
+    const cut = cluster.ids.find((id) => id !== leader)!;
+    const addr = cluster.addresses.get(cut)!;
+    const setLinks = (links: Array<[number, number]>): void => {
+      for (const id of cluster.runningIds()) cluster.node(id)!.setBlockedLinks(links);
+    };
+    await ok(['put', 'ro/k', 'before']);
+    setLinks(cluster.ids.filter((id) => id !== cut).flatMap((o): Array<[number, number]> => [[cut, o], [o, cut]]));
+    try {
+      await waitFor(() => !cluster.node(cut)!.status().writable, 10_000, `node ${cut} to turn read-only`, 10);
+      const reason = /this node has not heard from a leader (?:for \d+ ms|since it started) \(election timeout 500 ms\)/;
+
+      const rows = (await ok(['status', '--cluster'])).out.trimEnd().split('\n');
+      expect(rows[0]).toMatch(/\sSTATE$/);
+      const row = rows.find((l) => l.startsWith(`${cut} `))!;
+      expect(row).toMatch(new RegExp(`\\sread-only: ${reason.source}$`));
+      for (const other of rows.slice(1).filter((l) => l !== row)) expect(other).toMatch(/\swritable$/);
+      const nodes = json(await ok(['status', '--cluster', '-o', 'json']))['nodes'] as Array<Record<string, unknown>>;
+      const doc = nodes.find((n) => n['nodeId'] === cut)!;
+      expect(doc).toMatchObject({ ok: true, writable: false });
+      expect(doc['readOnlyReason']).toMatch(reason);
+
+      const refused = await kvctl(['put', 'ro/k', 'refused', '--endpoints', addr, '--timeout', '1500'], { noEndpoints: true });
+      expect(refused.code).toBe(EXIT.UNAVAILABLE);
+      expect(refused.out).toBe('');
+      expect(refused.err).toMatch(
+        new RegExp(`^kvctl: NO_QUORUM: write refused: the cluster is read-only from this node: ${reason.source}; STALE reads still work \\(${addr.replace(/\./g, '\\.')}\\)\\n$`),
+      );
+      // STALE reads still work there, and say how stale they are.
+      const stale = json(await ok(['get', 'ro/k', '--consistency', 'stale', '-o', 'json', '--endpoints', addr], { noEndpoints: true }));
+      expect(stale).toMatchObject({ value: 'before', header: { nodeId: cut, consistency: 'stale' } });
+      expect((stale['header'] as { stalenessMs: number }).stalenessMs).toBeGreaterThan(0);
+    } finally {
+      setLinks([]);
+    }
+    // Writes resume by themselves once it hears from the majority again.
+    await waitFor(() => cluster.node(cut)!.status().writable, 10_000, `node ${cut} to be writable again`, 10);
+    await ok(['put', 'ro/k', 'after', '--endpoints', addr], { noEndpoints: true });
+    expect((await ok(['get', 'ro/k'])).out).toBe('after');
   });
 });
 

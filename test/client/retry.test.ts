@@ -223,10 +223,20 @@ describe('what is retried', () => {
     expect(a.calls).toHaveLength(3);
   });
 
-  it('reads a max_staleness_ms refusal sent as UNAVAILABLE as TOO_STALE', async () => {
-    const a = await fake(() => raftkvError('UNAVAILABLE', 'this node last heard from a leader 900 ms ago, more than max_staleness_ms=100'));
+  it('maps the code TOO_STALE to TooStaleError, and goes by the code only, never by the wording', async () => {
+    const refusal = 'this node last heard from a leader 900 ms ago, more than max_staleness_ms=100';
+    const a = await fake(() => raftkvError('TOO_STALE', refusal));
     const c = client({ endpoints: [a.address], maxRetries: 0 });
-    expect(await failure(c.get('k', { consistency: 'stale', maxStalenessMs: 100 }))).toBeInstanceOf(TooStaleError);
+    const e = await failure(c.get('k', { consistency: 'stale', maxStalenessMs: 100 }));
+    expect(e).toBeInstanceOf(TooStaleError);
+    expect(e).toMatchObject({ code: 'TOO_STALE', grpcCode: grpc.status.UNAVAILABLE, endpoint: a.address, message: refusal });
+    expect((a.callsOf('Get')[0]!.request['read'] as { max_staleness_ms: string }).max_staleness_ms).toBe('100');
+
+    const b = await fake(() => raftkvError('UNAVAILABLE', refusal));
+    const d = client({ endpoints: [b.address], maxRetries: 0 });
+    const u = await failure(d.get('k', { consistency: 'stale', maxStalenessMs: 100 }));
+    expect(u).toBeInstanceOf(UnavailableError);
+    expect(u.code).toBe('UNAVAILABLE');
   });
 
   it('builds NotLeaderError from the hint metadata', async () => {
@@ -235,6 +245,57 @@ describe('what is retried', () => {
     const e = await failure(c.put('k', 'v'));
     expect(e).toBeInstanceOf(NotLeaderError);
     expect(e).toMatchObject({ leaderId: 3, leaderAddress: 'elsewhere:1' });
+  });
+});
+
+describe('NO_QUORUM: a read-only node', () => {
+  const readOnly = 'write refused: the cluster is read-only from this node: this node has not heard from a leader for 900 ms (election timeout 200 ms); STALE reads still work';
+
+  it('is transient: a write is retried on the next endpoint, with the same seq, and succeeds once a quorum is back', async () => {
+    let quorumBack = false;
+    // a is cut off for good; b is read-only for its first two answers, then has a quorum again.
+    const a = await fake(() => raftkvError('NO_QUORUM', readOnly));
+    const b = await fake((method, _req, node) => {
+      if (node.callsOf(method).length > 2) quorumBack = true;
+      return quorumBack ? ok(2)(method, {}, node) : raftkvError('NO_QUORUM', readOnly);
+    });
+    const c = client({ endpoints: [a.address, b.address], clientId: 'me' });
+    const res = await c.put('k', 'v');
+    expect(res.header).toMatchObject({ index: 7, nodeId: 2 });
+    // Attempts alternate between the endpoints; every one carries the write's one seq.
+    expect(b.callsOf('Put')).toHaveLength(3);
+    expect(a.callsOf('Put').length).toBeGreaterThanOrEqual(2);
+    expect([...a.callsOf('Put'), ...b.callsOf('Put')].map((x) => seqOf(x.request))).toEqual(Array(a.callsOf('Put').length + 3).fill(1));
+    // The next write goes on with the next seq.
+    await c.put('k', 'w');
+    expect(b.callsOf('Put').map((x) => seqOf(x.request)).at(-1)).toBe(2);
+  });
+
+  it('a quorum that does not come back within the deadline: NoQuorumError with the node\'s reason, at the deadline', async () => {
+    const a = await fake(() => raftkvError('NO_QUORUM', readOnly));
+    const clock = fakeClock();
+    const timeoutMs = 3_000;
+    const c = client({ endpoints: [a.address], timeoutMs, maxRetries: 1_000, clock, backoff: { initialMs: 50, maxMs: 400 }, random: () => 0.5 });
+    const e = await failure(c.put('k', 'v'));
+    expect(e).toBeInstanceOf(NoQuorumError);
+    expect(e).toMatchObject({ code: 'NO_QUORUM', grpcCode: grpc.status.UNAVAILABLE, endpoint: a.address, message: readOnly });
+    // Retried for as long as the deadline allowed (not stopped after the first refusal), never past it.
+    expect(e.attempts).toBeGreaterThan(5);
+    expect(e.attempts).toBe(a.calls.length);
+    const slept = clock.sleeps.reduce((x, y) => x + y, 0);
+    expect(slept).toBeLessThan(timeoutMs);
+    expect(slept).toBeGreaterThan(timeoutMs - 400 - 50);
+  });
+
+  it('a strong read refused with NO_QUORUM by the node taken for the leader goes to another node', async () => {
+    const cutOff = await fake((method, _req, node) => (method === 'Status' ? ok(1)(method, {}, node) : raftkvError('NO_QUORUM', 'read refused: the cluster is read-only from this node')));
+    const b = await fake(ok(2));
+    const c = client({ endpoints: [cutOff.address, b.address] });
+    await c.status(cutOff.address); // it says it leads: the client takes it for the leader
+    expect(c.knownLeader).toEqual({ id: 1, address: cutOff.address });
+    const r = await c.get('k');
+    expect(r.header.nodeId).toBe(2);
+    expect(cutOff.callsOf('Get')).toHaveLength(1);
   });
 });
 

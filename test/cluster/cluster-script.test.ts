@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseNodeArgs, run, type ClusterIo } from '../../cluster/cluster.js';
 import type { NodeReport } from '../../cluster/commands.js';
 import { formatLogLine } from '../../cluster/log-format.js';
+import { parsePartition } from '../../cluster/partition.js';
 import { KvClient, retryUnavailable } from '../support/process-cluster.js';
 import { waitFor } from '../support/wait.js';
 
@@ -284,6 +285,133 @@ describe('a detached cluster, driven in-process', () => {
     const r = await cli('status', '--dir', dir);
     expect(r.code).toBe(1);
     expect(r.err).toContain('no cluster in');
+  });
+});
+
+describe('partition and heal', () => {
+  let dir: string;
+  /** The node the first test isolates. */
+  let isolated = 0;
+
+  beforeAll(async () => {
+    dir = newDir('partition');
+    await ok('start', '--dir', dir, '--base-port', '0', '--node-args', NODE_ARGS);
+  });
+
+  afterAll(async () => {
+    await cli('clean', '--dir', dir);
+  });
+
+  const partitionOf = (): { specs: string[]; blocked: Array<[number, number]> } | null | undefined =>
+    (JSON.parse(readFileSync(join(dir, 'cluster.json'), 'utf8')) as { partition?: { specs: string[]; blocked: Array<[number, number]> } | null }).partition;
+
+  async function report(id: number): Promise<NodeReport> {
+    return (await status(dir)).find((r) => r.id === id)!;
+  }
+
+  it('the nodes run with --enable-fault-injection (a local dev/test cluster)', () => {
+    for (const n of readStateFile(dir).nodes) {
+      const cmdline = readFileSync(`/proc/${n.pid}/cmdline`, 'utf8').split('\0');
+      expect(cmdline).toContain('--enable-fault-injection');
+    }
+  });
+
+  it('isolate leader: the old leader turns read-only, the others elect a leader and take writes; status shows the partition', async () => {
+    const old = await waitLeader(dir, [1, 2, 3]);
+    const rest = [1, 2, 3].filter((id) => id !== old);
+    isolated = old;
+    const out = await ok('partition', 'isolate', 'leader', '--dir', dir);
+    const blocked = rest.flatMap((o) => [[old, o], [o, old]]).sort((a, b) => a[0]! - b[0]! || a[1]! - b[1]!);
+    expect(out).toContain(`Partition: isolate node${old}`);
+    expect(out).toContain(`cut: ${blocked.map(([f, t]) => `node${f}→node${t}`).join(', ')}`);
+    expect(out).toContain('Heal with: npm run cluster -- heal --dir');
+    expect(partitionOf()).toEqual({ specs: [`isolate node${old}`], blocked });
+
+    await waitFor(async () => (await report(old)).status?.writable === false, WAIT_MS, `node${old} to turn read-only`, 50);
+    await waitLeader(dir, rest);
+    await put(dir, rest[0]!, 'cut', 'while-isolated');
+
+    const text = await ok('status', '--dir', dir);
+    expect(text).toMatch(/\sSTATE\n/);
+    expect(text).toMatch(new RegExp(`node${old}\\s.*\\sread-only\\n`));
+    expect(text).toContain(`Partition: isolate node${old}`);
+    // Said by the old leader until it steps down (check-quorum), then as a follower without a leader.
+    expect(text).toMatch(new RegExp(`node${old} is read-only: this (leader has not heard from a majority|node has not heard from a leader for \\d+ ms)`));
+    const doc = JSON.parse(await ok('status', '--json', '--dir', dir)) as { partition: unknown };
+    expect(doc.partition).toEqual(partitionOf());
+  });
+
+  it('restart puts the node back into the partition; heal brings every link up and the node catches up by itself', async () => {
+    const cut = isolated;
+    expect(cut).not.toBe(0);
+    const out = await ok('restart', String(cut), '--dir', dir);
+    expect(out).toContain(`node${cut} is in the partition again (isolate node${cut})`);
+    // Still cut off: it turns read-only again rather than joining.
+    await waitFor(async () => (await report(cut)).status?.writable === false, WAIT_MS, `node${cut} to be read-only after its restart`, 50);
+
+    const healed = await ok('heal', '--dir', dir);
+    expect(healed).toContain(`Healed: every link is up again (was: isolate node${cut})`);
+    expect(partitionOf()).toBeNull();
+    await waitFor(async () => (await report(cut)).status?.writable === true, WAIT_MS, `node${cut} to be writable again`, 50);
+    expect(await get(dir, cut, 'cut')).toBe('while-isolated');
+    expect(await ok('status', '--dir', dir)).toContain('Partition: none (every link is up)');
+  });
+
+  it('split, oneway and bridge cut exactly their links; --add joins a partition; bad specs are usage errors', async () => {
+    expect(await ok('partition', 'split', '1', '2,3', '--dir', dir)).toContain('cut: node1→node2, node1→node3, node2→node1, node3→node1');
+    const added = await ok('partition', 'oneway', 'node2', 'node3', '--add', '--dir', dir);
+    expect(added).toContain('Partition: split node1 node2,node3 + oneway node2 node3');
+    expect(partitionOf()!.blocked).toEqual([[1, 2], [1, 3], [2, 1], [2, 3], [3, 1]]);
+    const replaced = await ok('partition', 'bridge', '1', '2', '3', '--dir', dir);
+    expect(replaced).toContain('Partition: bridge node1 node2 node3 (replaces split node1 node2,node3 + oneway node2 node3)');
+    expect(partitionOf()).toEqual({ specs: ['bridge node1 node2 node3'], blocked: [[1, 3], [3, 1]] });
+
+    for (const [args, message] of [
+      [['split', '1', '2'], 'node3 is in no group'],
+      [['split', '1,2', '2,3'], 'node2 is in two groups'],
+      [['oneway', '1', '1'], 'A and B must differ'],
+      [['oneway', '1,2', '3'], 'must be one node, not a group'],
+      [['bridge', '1', '2'], 'takes 3 arguments, got 2'],
+      [['cut', '1'], 'unknown spec "cut"'],
+    ] as const) {
+      const r = await cli('partition', ...args, '--dir', dir);
+      expect(r.code, args.join(' ')).toBe(64);
+      expect(r.err).toContain(message);
+      expect(r.err).toContain('isolate NODE');
+    }
+    const unknown = await cli('partition', 'isolate', 'node7', '--dir', dir);
+    expect(unknown.code).toBe(1);
+    expect(unknown.err).toContain('unknown node "node7"');
+    // A refused spec changes nothing.
+    expect(partitionOf()!.specs).toEqual(['bridge node1 node2 node3']);
+  });
+
+  it('stop clears the partition: the nodes held it in memory; start brings every link up', async () => {
+    await ok('stop', '--dir', dir);
+    expect(partitionOf()).toBeNull();
+    await ok('start', '--dir', dir);
+    expect(await ok('status', '--dir', dir)).toContain('Partition: none');
+  });
+});
+
+describe('partition specs', () => {
+  const ids = [1, 2, 3, 4, 5];
+  it('become the complete list of cut links', () => {
+    expect(parsePartition(['isolate', '2'], [1, 2, 3])).toEqual({ spec: 'isolate node2', blocked: [[1, 2], [2, 1], [2, 3], [3, 2]] });
+    expect(parsePartition(['isolate', 'leader'], [1, 2, 3], 3).spec).toBe('isolate node3');
+    expect(parsePartition(['oneway', 'node4', '5'], ids)).toEqual({ spec: 'oneway node4 node5', blocked: [[4, 5]] });
+    expect(parsePartition(['split', '1,2', '3,4,5'], ids).blocked).toHaveLength(12);
+    const bridge = parsePartition(['bridge', '1,2', '3', '4,5'], ids);
+    expect(bridge.spec).toBe('bridge node1,node2 node3 node4,node5');
+    expect(bridge.blocked).toEqual([[1, 4], [1, 5], [2, 4], [2, 5], [4, 1], [4, 2], [5, 1], [5, 2]]);
+  });
+
+  it('refuse what they cannot mean', () => {
+    expect(() => parsePartition(['isolate', 'leader'], [1, 2, 3])).toThrow(/"leader" is not known/);
+    expect(() => parsePartition(['isolate', '1'], [1])).toThrow(/1-node cluster/);
+    expect(() => parsePartition(['split', '1,1', '2,3'], [1, 2, 3])).toThrow(/node1 appears twice/);
+    expect(() => parsePartition(['bridge', '1', '2', '3'], ids)).toThrow(/node4, node5 are in no group/);
+    expect(() => parsePartition([], ids)).toThrow(/give a spec/);
   });
 });
 

@@ -1,7 +1,8 @@
 // Real `kvnode` processes on loopback, for integration tests and benchmarks: ports chosen at run time,
 // data directories under one fresh temporary folder, each node's output kept (its last lines) to
-// print when something fails, and a promisified gRPC client per node. cleanup() always stops every
-// process it started and removes the folder.
+// print when something fails, and a promisified gRPC client per node. With `faultInjection`, the nodes
+// serve the test-only FaultInjection service and partition()/heal() cut and restore links at run
+// time. cleanup() always stops every process it started and removes the folder.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -10,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
+import { faultServiceDefinition } from '../../src/server/fault-service.js';
 import { kvServiceDefinition } from '../../src/server/kv-proto.js';
 import type * as pb from '../../src/server/kv-proto.js';
 import { waitFor } from './wait.js';
@@ -41,6 +43,16 @@ export interface ProcessClusterOptions {
   readonly args?: readonly string[];
   /** Timing flags; TEST_TIMING_ARGS unless given ([] for kvnode's defaults). */
   readonly timingArgs?: readonly string[];
+  /** Start the nodes with --enable-fault-injection, for partition() and heal(). */
+  readonly faultInjection?: boolean;
+}
+
+/** A cut link: messages from `from` to `to` are dropped. */
+export type Link = readonly [from: number, to: number];
+
+/** The links that cut `id` off from every other node of `ids`, both ways. */
+export function isolationLinks(id: number, ids: readonly number[]): Link[] {
+  return ids.filter((o) => o !== id).flatMap((o): Link[] => [[id, o], [o, id]]);
 }
 
 export interface ExitStatus {
@@ -286,6 +298,7 @@ export class ProcessCluster {
   /** Every process ever started, so cleanup() misses none (also those replaced by a restart). */
   private readonly all: NodeProcess[] = [];
   private readonly clients = new Map<number, KvClient>();
+  private readonly faultClients = new Map<number, grpc.Client>();
   private readonly onExit = (): void => {
     // Last resort if the test process exits without cleanup(): do not leave nodes running.
     for (const p of this.all) if (p.running) p.child.kill('SIGKILL');
@@ -326,6 +339,7 @@ export class ProcessCluster {
       '--members', this.membersArg,
       '--data-dir', this.dataDir(id),
       ...(this.opts.timingArgs ?? TEST_TIMING_ARGS),
+      ...(this.opts.faultInjection ? ['--enable-fault-injection'] : []),
       ...(this.opts.args ?? []),
       ...extra,
     ];
@@ -393,8 +407,9 @@ export class ProcessCluster {
   /** Stops everything, closes the clients, removes the temporary folder. Safe to call twice. */
   async cleanup(): Promise<void> {
     try {
-      for (const c of this.clients.values()) c.close();
+      for (const c of [...this.clients.values(), ...this.faultClients.values()]) c.close();
       this.clients.clear();
+      this.faultClients.clear();
       await Promise.all(this.all.filter((p) => p.running).map((p) => p.stop('SIGTERM')));
     } finally {
       process.removeListener('exit', this.onExit);
@@ -443,6 +458,40 @@ export class ProcessCluster {
       throw new Error(`${(e as Error).message}\n${this.describe()}`);
     }
     return leader;
+  }
+
+  /**
+   * Cuts exactly `links` (the complete list: it replaces any earlier one) by giving the same list to
+   * every running node (FaultInjection.SetLinks; needs `faultInjection`). Each node drops what it
+   * sends and what it receives on a listed link. Resolves once every running node has taken it.
+   */
+  async partition(links: readonly Link[]): Promise<void> {
+    const ids = this.runningIds();
+    const results = await Promise.allSettled(ids.map((id) => this.setLinks(id, links)));
+    const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [`node ${ids[i]}: ${(r.reason as Error).message}`] : []));
+    if (failed.length > 0) throw new Error(`SetLinks failed on ${failed.join('; ')}`);
+  }
+
+  /** Every link up again on every running node. */
+  heal(): Promise<void> {
+    return this.partition([]);
+  }
+
+  /** SetLinks on one node. */
+  setLinks(id: number, links: readonly Link[], timeoutMs = 2_000): Promise<void> {
+    this.checkId(id);
+    if (!this.opts.faultInjection) throw new Error('setLinks: create the cluster with faultInjection: true');
+    let c = this.faultClients.get(id);
+    if (c === undefined) {
+      const Ctor = grpc.makeGenericClientConstructor(faultServiceDefinition, 'FaultInjection');
+      c = new Ctor(this.addresses.get(id)!, grpc.credentials.createInsecure());
+      this.faultClients.set(id, c);
+    }
+    const fn = (c as unknown as { SetLinks: UnaryFn<unknown> }).SetLinks;
+    const req = { blocked: links.map(([from, to]) => ({ from: String(from), to: String(to) })) };
+    return new Promise<void>((resolve, reject) =>
+      fn.call(c, req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err) => (err ? reject(err) : resolve())),
+    );
   }
 
   /** Every node's kept output, for a failure report. */
