@@ -6,6 +6,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { ruleViolations } from '../support/import-rules.js';
 
 interface Rule {
   readonly dir: string;
@@ -35,25 +36,8 @@ const rules: Record<'storage' | 'kv', Rule> = {
   },
 };
 
-/** Source with comments and string contents blanked, so prose cannot trip the checks. */
-function codeOnly(src: string): string {
-  return src
-    .replace(/\/\*[\s\S]*?\*\//g, '')
-    .replace(/\/\/.*$/gm, '')
-    .replace(/`(?:\\.|[^`\\])*`/g, '``')
-    .replace(/'(?:\\.|[^'\\])*'/g, "''")
-    .replace(/"(?:\\.|[^"\\])*"/g, '""');
-}
-
 function violations(rule: Rule, file: string, src: string): string[] {
-  const out: string[] = [];
-  for (const m of src.matchAll(/(?:from|import)\s*\(?\s*['"]([^'"]+)['"]/g)) {
-    const spec = m[1] as string;
-    if (!rule.allowed.some((re) => re.test(spec))) out.push(`${file}: imports '${spec}'`);
-  }
-  const code = codeOnly(src);
-  for (const [re, what] of rule.forbidden) if (re.test(code)) out.push(`${file}: uses ${what}`);
-  return out;
+  return ruleViolations(file, src, (spec) => rule.allowed.some((re) => re.test(spec)), rule.forbidden);
 }
 
 describe.each(Object.entries(rules))('src/%s/ import rule', (name, rule) => {

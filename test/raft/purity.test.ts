@@ -5,6 +5,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { ruleViolations } from '../support/import-rules.js';
 
 const coreDir = new URL('../../src/raft/', import.meta.url).pathname;
 const allowedImports = new Set(['../errors.js']);
@@ -19,26 +20,9 @@ const forbidden: ReadonlyArray<[RegExp, string]> = [
   [/\b(require|globalThis|fetch)\b/, 'dynamic or global access'],
 ];
 
-/** Source with comments and string contents blanked, so prose cannot trip the checks. */
-function codeOnly(src: string): string {
-  return src
-    .replace(/\/\*[\s\S]*?\*\//g, '')
-    .replace(/\/\/.*$/gm, '')
-    .replace(/`(?:\\.|[^`\\])*`/g, '``')
-    .replace(/'(?:\\.|[^'\\])*'/g, "''")
-    .replace(/"(?:\\.|[^"\\])*"/g, '""');
-}
-
 export function violations(file: string, src: string): string[] {
-  const out: string[] = [];
-  for (const m of src.matchAll(/(?:from|import)\s*\(?\s*['"]([^'"]+)['"]/g)) {
-    const spec = m[1]!;
-    const local = spec.startsWith('./') && !spec.slice(2).includes('/');
-    if (!local && !allowedImports.has(spec)) out.push(`${file}: imports '${spec}'`);
-  }
-  const code = codeOnly(src);
-  for (const [re, what] of forbidden) if (re.test(code)) out.push(`${file}: uses ${what}`);
-  return out;
+  const allowed = (spec: string): boolean => (spec.startsWith('./') && !spec.slice(2).includes('/')) || allowedImports.has(spec);
+  return ruleViolations(file, src, allowed, forbidden);
 }
 
 describe('src/raft/ stays pure', () => {

@@ -1,6 +1,7 @@
 // Runs a range of seeds for the vitest suites and reports, for a failing seed, everything needed to
 // replay it.
 
+import { afterAll, describe, expect, it } from 'vitest';
 import { formatFailure, runSeed } from './run.js';
 
 export interface SeedRangeReport {
@@ -22,4 +23,32 @@ export function runSeedRange(start: number, count: number): SeedRangeReport {
     if (r.violation !== undefined) failures.push(formatFailure(r));
   }
   return { seeds: count, elapsedMs: performance.now() - t0, byClusterSize, failures };
+}
+
+/**
+ * Defines a vitest suite over seeds first..first+count-1, in tests of `chunk` seeds each (so no one
+ * synchronous test holds its worker for long), and prints the seed count and time at the end.
+ */
+export function defineSeedSuite(first: number, count: number, chunk = 100): void {
+  describe('fault simulator', () => {
+    let seeds = 0;
+    let elapsedMs = 0;
+    const sizes = new Map<number, number>();
+    afterAll(() => {
+      const bySize = [...sizes].map(([n, c]) => `${c}x${n} nodes`).join(', ');
+      console.log(`simulator: ${seeds} seeds (${bySize}) in ${(elapsedMs / 1000).toFixed(1)} s, ${((1000 * seeds) / elapsedMs).toFixed(0)} seeds/s`);
+    });
+    const starts = Array.from({ length: Math.ceil(count / chunk) }, (_, k) => first + k * chunk);
+    it.each(starts)(`keeps every safety property and recovers, seeds %i..+${chunk - 1}`, (start) => {
+      const n = Math.min(chunk, first + count - start);
+      const report = runSeedRange(start, n);
+      seeds += report.seeds;
+      elapsedMs += report.elapsedMs;
+      for (const [size, c] of report.byClusterSize) sizes.set(size, (sizes.get(size) ?? 0) + c);
+      if (report.failures.length > 0) {
+        throw new Error(`${report.failures.length} seed(s) violated a property:\n\n${report.failures.join('\n\n')}`);
+      }
+      expect(report.seeds).toBe(n);
+    });
+  });
 }
