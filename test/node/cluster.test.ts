@@ -3,10 +3,20 @@
 // writes with a session, and a clean SIGTERM shutdown. One cluster for the whole file; the tests run
 // in order and each finds the current leader itself.
 
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type * as pb from '../../src/server/kv-proto.js';
 import { ProcessCluster, retryUnavailable } from '../support/process-cluster.js';
 import { waitFor } from '../support/wait.js';
+
+const reflectionProtoPath = join(
+  dirname(createRequire(import.meta.url).resolve('@grpc/reflection')),
+  '../proto/grpc/reflection/v1/reflection.proto',
+);
 
 const CALL_TIMEOUT_MS = 2_000;
 const RETRY_TIMEOUT_MS = 15_000;
@@ -86,6 +96,42 @@ async function expectReadableEverywhere(ids: readonly number[], key: string, val
 }
 
 describe('a 3-node kvnode cluster', () => {
+  it('answers the standard health check and lists its services by reflection', async () => {
+    const addr = cluster.addresses.get(1)!;
+    const health = protoLoader.loadSync(healthProtoPath, { keepCase: true, enums: String });
+    const Health = grpc.makeGenericClientConstructor(health['grpc.health.v1.Health'] as grpc.ServiceDefinition, 'Health');
+    const hc = new Health(addr, grpc.credentials.createInsecure()) as unknown as {
+      Check(req: { service: string }, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: { status: string }) => void): void;
+      close(): void;
+    };
+    const status = await new Promise<{ status: string }>((resolve, reject) =>
+      hc.Check({ service: 'raftkv.v1.KV' }, { deadline: Date.now() + 5000 }, (e, r) => (e ? reject(e) : resolve(r))),
+    );
+    hc.close();
+    expect(status.status).toBe('SERVING');
+
+    const reflection = protoLoader.loadSync(reflectionProtoPath, { keepCase: true });
+    const Refl = grpc.makeGenericClientConstructor(
+      reflection['grpc.reflection.v1.ServerReflection'] as grpc.ServiceDefinition,
+      'ServerReflection',
+    );
+    const rc = new Refl(addr, grpc.credentials.createInsecure()) as unknown as {
+      ServerReflectionInfo(o: grpc.CallOptions): grpc.ClientDuplexStream<{ list_services: string }, { list_services_response?: { service: { name: string }[] } }>;
+      close(): void;
+    };
+    const names = await new Promise<string[]>((resolve, reject) => {
+      const call = rc.ServerReflectionInfo({ deadline: Date.now() + 5000 });
+      call.on('data', (r) => {
+        resolve((r.list_services_response?.service ?? []).map((x: { name: string }) => x.name));
+        call.end();
+      });
+      call.on('error', reject);
+      call.write({ list_services: '' });
+    });
+    rc.close();
+    expect(names).toEqual(expect.arrayContaining(['raftkv.v1.KV', 'raftkv.peer.v1.RaftPeer']));
+  });
+
   it('elects exactly one leader, and every node names it', async () => {
     let statuses: pb.StatusResponse[] = [];
     // Wait for a moment when every node knows a leader in one term; then that snapshot must show
