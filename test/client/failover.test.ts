@@ -8,9 +8,10 @@
 //    failed (nobody else writes it, so a failure means a retry was executed again instead of being
 //    answered with its first result).
 
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { KvClient } from '../../src/index.js';
 import { ProcessCluster } from '../support/process-cluster.js';
+import { reportAndCleanUp } from '../support/cluster-hooks.js';
 import { waitFor } from '../support/wait.js';
 
 const WRITERS = 3;
@@ -25,13 +26,7 @@ beforeAll(async () => {
   await cluster.start();
 });
 
-afterAll(async () => {
-  await cluster?.cleanup();
-});
-
-beforeEach(({ onTestFailed }) => {
-  onTestFailed(() => console.error(`kvnode output:\n${cluster.describe()}`));
-});
+reportAndCleanUp(() => cluster);
 
 interface Writer {
   readonly id: number;

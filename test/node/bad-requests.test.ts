@@ -4,8 +4,9 @@
 // A malformed raw frame to the peer service is covered by test/transport.
 
 import * as grpc from '@grpc/grpc-js';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { ProcessCluster, isServiceError, raftkvCode, retryUnavailable, type KvClient } from '../support/process-cluster.js';
+import { reportAndCleanUp } from '../support/cluster-hooks.js';
 
 // Small limits keep the oversized requests cheap.
 const MAX_KEY_BYTES = 16;
@@ -33,13 +34,7 @@ beforeAll(async () => {
   follower = cluster.ids.find((id) => id !== leader)!;
 });
 
-afterAll(async () => {
-  await cluster?.cleanup();
-});
-
-beforeEach(({ onTestFailed }) => {
-  onTestFailed(() => console.error(`kvnode output:\n${cluster.describe()}`));
-});
+reportAndCleanUp(() => cluster);
 
 const b = (s: string): Buffer => Buffer.from(s);
 

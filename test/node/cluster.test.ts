@@ -8,9 +8,10 @@ import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type * as pb from '../../src/server/kv-proto.js';
 import { ProcessCluster, retryUnavailable } from '../support/process-cluster.js';
+import { reportAndCleanUp } from '../support/cluster-hooks.js';
 import { waitFor } from '../support/wait.js';
 
 const reflectionProtoPath = join(
@@ -33,13 +34,7 @@ beforeAll(async () => {
   await cluster.start();
 });
 
-afterAll(async () => {
-  await cluster?.cleanup();
-});
-
-beforeEach(({ onTestFailed }) => {
-  onTestFailed(() => console.error(`kvnode output:\n${cluster.describe()}`));
-});
+reportAndCleanUp(() => cluster);
 
 /** Every write of this file carries a session, so a retry after an election applies it once. */
 const CLIENT_ID = 'cluster-test';

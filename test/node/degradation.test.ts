@@ -9,9 +9,10 @@
 
 import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type * as pb from '../../src/server/kv-proto.js';
 import { isolationLinks, isServiceError, ProcessCluster, raftkvCode, retryUnavailable, TEST_TIMING_ARGS } from '../support/process-cluster.js';
+import { reportAndCleanUp } from '../support/cluster-hooks.js';
 import { waitFor } from '../support/wait.js';
 
 const CALL_TIMEOUT_MS = 2_000;
@@ -29,13 +30,7 @@ beforeAll(async () => {
   await cluster.start();
 });
 
-afterAll(async () => {
-  await cluster?.cleanup();
-});
-
-beforeEach(({ onTestFailed }) => {
-  onTestFailed(() => console.error(`kvnode output:\n${cluster.describe()}`));
-});
+reportAndCleanUp(() => cluster);
 
 // A failed test must not leave the next one with cut links.
 afterEach(async () => {

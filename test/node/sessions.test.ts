@@ -7,9 +7,10 @@
 //    asks lags (a plain client asking that node does get the older state).
 
 import { performance } from 'node:perf_hooks';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { KvClient } from '../../src/index.js';
 import { ProcessCluster, retryUnavailable } from '../support/process-cluster.js';
+import { reportAndCleanUp } from '../support/cluster-hooks.js';
 
 const CALL_TIMEOUT_MS = 2_000;
 const WAIT_MS = 10_000;
@@ -25,13 +26,10 @@ beforeAll(async () => {
   await cluster.start();
 });
 
-afterAll(async () => {
+reportAndCleanUp(() => cluster);
+// Registered after the cleanup hook, so it runs before it.
+afterAll(() => {
   for (const c of clients.splice(0)) c.close();
-  await cluster?.cleanup();
-});
-
-beforeEach(({ onTestFailed }) => {
-  onTestFailed(() => console.error(`kvnode output:\n${cluster.describe()}`));
 });
 
 afterEach(async () => {
