@@ -6,7 +6,6 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +14,7 @@ import { faultServiceDefinition } from '../../src/server/fault-service.js';
 import { kvServiceDefinition } from '../../src/server/kv-proto.js';
 import type * as pb from '../../src/server/kv-proto.js';
 import { waitFor } from './wait.js';
+import { freePorts as pickFreePorts } from '../../cluster/ports.js';
 
 const projectRoot = fileURLToPath(new URL('../..', import.meta.url));
 const kvnodeBin = join(projectRoot, 'bin', 'kvnode');
@@ -60,25 +60,9 @@ export interface ExitStatus {
   readonly signal: NodeJS.Signals | null;
 }
 
-/** Picks `n` distinct free loopback ports: binds port 0, reads back the port, closes. */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () =>
-      new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-        const s = createServer();
-        s.once('error', reject);
-        s.listen(0, '127.0.0.1', () => resolve(s));
-      }),
-    ),
-  );
-  // All are bound before any is closed, so the ports differ from each other.
-  const ports = servers.map((s) => {
-    const addr = s.address();
-    if (addr === null || typeof addr === 'string') throw new Error('freePorts: no TCP address');
-    return addr.port;
-  });
-  await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-  return ports;
+/** Picks `n` distinct free loopback ports (the cluster script's picker, on 127.0.0.1). */
+export function freePorts(n: number): Promise<number[]> {
+  return pickFreePorts(n, '127.0.0.1');
 }
 
 /** One kvnode process (one run of it: restart() makes a new one for the same node). */
