@@ -18,8 +18,6 @@ export class Progress {
   state: ProgressState = 'probe';
   /** In probe state: an append was sent and its reply has not come back. */
   probeSent = false;
-  /** Set by any message from the follower; cleared by each check-quorum round. */
-  recentActive = false;
   /** The leader's tick count when it last heard from this follower. */
   lastHeardTick = 0;
   /** Last index of each append in flight, oldest first. Invariant: length <= maxInflight. */

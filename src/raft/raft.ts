@@ -97,8 +97,8 @@ export class Raft {
    * heartbeat carrying a round >= r, i.e. sent after the request noted its index.
    */
   private readQueue: { from: NodeId; context: number; index: number; round: number }[] = [];
-  /** Leader only: the latest ReadIndex round; heartbeats carry it. */
-  private readRound = 0;
+  /** Leader only: the latest heartbeat round (each broadcast is one); heartbeats carry it. */
+  private heartbeatRound = 0;
   /** Leader only: the highest round each follower acknowledged. */
   private readonly ackedRound = new Map<NodeId, number>();
   /** Leader only: the highest round a quorum acknowledged. */
@@ -304,14 +304,15 @@ export class Raft {
   /**
    * Whether this node can currently reach a quorum, as far as it can tell: a leader that heard from a
    * majority (itself included) within the last election timeout, or a follower that heard from a
-   * leader within it. Used to fail writes and strong reads fast instead of at their deadline.
+   * leader within it. Check-quorum deposes a leader that lacks it at an election-timeout boundary;
+   * callers use it to fail writes and strong reads fast instead of at their deadline.
    */
   hasQuorumContact(): boolean {
     if (this._role === 'leader') {
       if (this.leaderTicks < this.electionTimeoutTicks) return true;
       let heard = 0;
       for (const pr of this.progress.values()) {
-        if (pr.id === this.id || this.leaderTicks - pr.lastHeardTick < this.electionTimeoutTicks) heard++;
+        if (pr.id === this.id || this.leaderTicks - pr.lastHeardTick <= this.electionTimeoutTicks) heard++;
       }
       return heard >= this.quorum;
     }
@@ -519,23 +520,16 @@ export class Raft {
       if (this.checkQuorum) {
         // Thesis §6.2: a leader that has not heard from a majority within an election timeout
         // steps down, so clients can find the real leader and a lease cannot outlive leadership.
-        if (!this.quorumActive()) {
+        if (!this.hasQuorumContact()) {
           this.becomeFollower(this._term, NONE);
           return;
         }
-        for (const pr of this.progress.values()) pr.recentActive = pr.id === this.id;
       }
     }
     if (this.heartbeatElapsed >= this.heartbeatIntervalTicks) {
       this.heartbeatElapsed = 0;
       this.bcastHeartbeat();
     }
-  }
-
-  private quorumActive(): boolean {
-    let active = 0;
-    for (const pr of this.progress.values()) if (pr.id === this.id || pr.recentActive) active++;
-    return active >= this.quorum;
   }
 
   // ---- messages -------------------------------------------------------------------------------
@@ -711,7 +705,6 @@ export class Raft {
     if (m.type !== 'AppResp' && m.type !== 'HeartbeatResp' && m.type !== 'ReadIndex') return;
     const pr = this.progress.get(m.from);
     if (!pr || pr.id === this.id) return;
-    pr.recentActive = true;
     pr.lastHeardTick = this.leaderTicks;
     if (m.type === 'ReadIndex') {
       this.onReadIndex(m.from, m.context);
@@ -759,7 +752,7 @@ export class Raft {
       return;
     }
     // The heartbeat round sent next confirms this read.
-    this.readQueue.push({ from, context, index, round: this.readRound + 1 });
+    this.readQueue.push({ from, context, index, round: this.heartbeatRound + 1 });
     this.bcastHeartbeat();
   }
 
@@ -818,7 +811,7 @@ export class Raft {
     this.log.commitTo(candidate);
     if (this.readsBeforeCommit.length > 0) {
       // One heartbeat round confirms all of them (a single node needs none).
-      const round = this.readRound + 1;
+      const round = this.heartbeatRound + 1;
       for (const r of this.readsBeforeCommit) {
         if (this.quorum === 1) this.answerRead(r.from, r.context, candidate);
         else this.readQueue.push({ from: r.from, context: r.context, index: candidate, round });
@@ -872,7 +865,7 @@ export class Raft {
 
   /** Sends one heartbeat round: it confirms leadership for reads and renews the lease. */
   private bcastHeartbeat(): void {
-    const round = ++this.readRound;
+    const round = ++this.heartbeatRound;
     this.roundsSent.push({ round, tick: this.leaderTicks });
     for (const pr of this.progress.values()) {
       if (pr.id === this.id) continue;
@@ -882,7 +875,7 @@ export class Raft {
         to: pr.id,
         term: this._term,
         commit: Math.min(pr.match, this.log.committed),
-        context: this.readRound,
+        context: this.heartbeatRound,
       });
     }
   }
