@@ -1,23 +1,40 @@
-import type { Entry } from './types.js';
+import type { Entry, SnapshotMeta } from './types.js';
+
+const NO_SNAPSHOT: SnapshotMeta = { index: 0, term: 0 };
 
 /**
  * The in-memory Raft log of one node, with the split between what is durable and what is not.
  *
+ * The log starts after a snapshot point (`start`): entries up to start.index were compacted (or are
+ * covered by a snapshot this node installed), and only start.term, the term of the entry there, is
+ * still known. A brand-new log starts at {0, 0}.
+ *
  * Invariants (checked by `checkInvariants`):
- *  - entries are dense: entries[k].index === k + 1, and terms never decrease along the log;
- *  - applied <= committed <= lastIndex;
- *  - stableIndex <= lastIndex: entries up to stableIndex are durable on this node.
+ *  - entries are dense: entries[k].index === start.index + k + 1, terms never decrease along the
+ *    log, and none is below start.term;
+ *  - applied <= committed <= lastIndex, and start.index <= committed;
+ *  - start.index <= applied, except while a received snapshot waits to be installed
+ *    (pendingSnapshot), when applied < start.index === pendingSnapshot.index;
+ *  - start.index <= stableIndex <= lastIndex: entries up to stableIndex are durable on this node.
  */
 export class RaftLog {
-  private readonly entries: Entry[] = [];
+  private entries: Entry[] = [];
+  /** The snapshot point the log continues from. */
+  private start: SnapshotMeta;
   /** Highest index known committed. Never decreases. */
   committed = 0;
   /** Highest index the state machine has applied. Never decreases. */
   applied = 0;
   /** Entries with index <= stableIndex are durable; later ones still have to be persisted. */
   stableIndex = 0;
+  /**
+   * A snapshot received from a leader and restored into this log, which the caller has not yet
+   * reported installed (it comes out in a Ready and goes back in with advance()).
+   */
+  pendingSnapshot: SnapshotMeta | undefined;
 
-  constructor(entries: readonly Entry[] = [], committed = 0, applied = 0) {
+  constructor(start: SnapshotMeta = NO_SNAPSHOT, entries: readonly Entry[] = [], committed = 0, applied = 0) {
+    this.start = { index: start.index, term: start.term };
     for (const e of entries) this.entries.push(e);
     this.committed = committed;
     this.applied = applied;
@@ -25,22 +42,41 @@ export class RaftLog {
     this.checkInvariants();
   }
 
+  /** The snapshot point: index and term of the last entry that is no longer in the log. */
+  snapshot(): SnapshotMeta {
+    return this.start;
+  }
+
+  /** The first index held as an entry (lastIndex + 1 when the log holds none). */
+  firstIndex(): number {
+    return this.start.index + 1;
+  }
+
   lastIndex(): number {
-    return this.entries.length;
+    return this.start.index + this.entries.length;
   }
 
   lastTerm(): number {
-    return this.entries.length === 0 ? 0 : this.entries[this.entries.length - 1]!.term;
+    return this.entries.length === 0 ? this.start.term : this.entries[this.entries.length - 1]!.term;
   }
 
-  /** The term of the entry at `index`; 0 for index 0; undefined past the end. */
+  /**
+   * The term of the entry at `index`: the snapshot's term at its index (0 at index 0), undefined
+   * past the end or before the snapshot point (compacted).
+   */
   term(index: number): number | undefined {
-    if (index === 0) return 0;
-    return this.entries[index - 1]?.term;
+    if (index === this.start.index) return this.start.term;
+    if (index < this.start.index) return undefined;
+    return this.entries[index - this.start.index - 1]?.term;
+  }
+
+  /** Whether the entry at `index` was compacted away (its term is no longer known). */
+  isCompacted(index: number): boolean {
+    return index < this.start.index;
   }
 
   entry(index: number): Entry | undefined {
-    return index >= 1 ? this.entries[index - 1] : undefined;
+    return index > this.start.index ? this.entries[index - this.start.index - 1] : undefined;
   }
 
   matchTerm(index: number, term: number): boolean {
@@ -56,8 +92,8 @@ export class RaftLog {
   /** Appends entries that continue the log exactly. */
   append(entries: readonly Entry[]): void {
     for (const e of entries) {
-      if (e.index !== this.entries.length + 1) {
-        throw new Error(`log: append of index ${e.index} after last index ${this.entries.length}`);
+      if (e.index !== this.lastIndex() + 1) {
+        throw new Error(`log: append of index ${e.index} after last index ${this.lastIndex()}`);
       }
       this.entries.push(e);
     }
@@ -72,13 +108,18 @@ export class RaftLog {
     let k = 0;
     while (k < entries.length) {
       const e = entries[k]!;
+      // At or before the snapshot point everything is committed, so it matches any leader.
+      if (e.index <= this.start.index) {
+        k++;
+        continue;
+      }
       const ours = this.term(e.index);
       if (ours === undefined) break;
       if (ours !== e.term) {
         if (e.index <= this.committed) {
           throw new Error(`log: conflict at committed index ${e.index} (committed ${this.committed})`);
         }
-        this.entries.length = e.index - 1;
+        this.entries.length = e.index - this.start.index - 1;
         this.stableIndex = Math.min(this.stableIndex, e.index - 1);
         break;
       }
@@ -88,12 +129,16 @@ export class RaftLog {
     return prevIndex + entries.length;
   }
 
-  /** Entries in [lo, hi], at least one (if any exist) and at most `maxBytes` of data beyond the first. */
+  /**
+   * Entries in [lo, hi], at least one (if any exist) and at most `maxBytes` of data beyond the first.
+   * `lo` must not be compacted.
+   */
   slice(lo: number, hi: number, maxBytes: number): Entry[] {
+    if (lo <= this.start.index) throw new Error(`log: slice from ${lo}, compacted up to ${this.start.index}`);
     const out: Entry[] = [];
     let bytes = 0;
-    for (let i = lo; i <= hi && i <= this.entries.length; i++) {
-      const e = this.entries[i - 1]!;
+    for (let i = lo; i <= hi && i <= this.lastIndex(); i++) {
+      const e = this.entries[i - this.start.index - 1]!;
       bytes += e.data.length;
       if (out.length > 0 && bytes > maxBytes) break;
       out.push(e);
@@ -101,22 +146,25 @@ export class RaftLog {
     return out;
   }
 
-  /** The first index of the run of entries with the same term as the entry at `index`. */
+  /**
+   * The first index of the run of entries with the same term as the entry at `index`, not going
+   * back past the snapshot point.
+   */
   firstIndexOfTermAt(index: number): number {
     const term = this.term(index);
     let i = index;
-    while (i > 1 && this.term(i - 1) === term) i--;
+    while (i > this.start.index + 1 && this.term(i - 1) === term) i--;
     return i;
   }
 
-  /** The last index holding an entry of `term`, or 0 if the log has none. Scans from the end. */
+  /** The last index holding an entry of `term`, or 0 if the log (as far as it is known) has none. */
   lastIndexOfTerm(term: number): number {
-    for (let i = this.entries.length; i >= 1; i--) {
-      const t = this.entries[i - 1]!.term;
+    for (let i = this.lastIndex(); i > this.start.index; i--) {
+      const t = this.entries[i - this.start.index - 1]!.term;
       if (t === term) return i;
       if (t < term) return 0;
     }
-    return 0;
+    return this.start.term === term ? this.start.index : 0;
   }
 
   commitTo(index: number): void {
@@ -129,45 +177,101 @@ export class RaftLog {
 
   /** Entries not yet durable: everything after stableIndex. */
   unstableEntries(): Entry[] {
-    return this.entries.slice(this.stableIndex);
+    return this.entries.slice(this.stableIndex - this.start.index);
   }
 
   /**
    * Marks entries up to `index` durable, if the entry there is still the one (of `term`) that was
-   * handed out for persisting; a truncation since then makes this a no-op.
+   * handed out for persisting; a truncation or a snapshot since then makes this a no-op.
    */
   stableTo(index: number, term: number): void {
-    if (this.term(index) === term && index > this.stableIndex) this.stableIndex = index;
+    if (index > this.start.index && this.term(index) === term && index > this.stableIndex) this.stableIndex = index;
   }
 
   /**
    * Committed entries not yet applied. Those past stableIndex are in the same Ready's `entries`, and
-   * the caller persists them before it applies (see the contract on Ready).
+   * the caller persists them before it applies (see the contract on Ready). None while a snapshot
+   * waits to be installed: the entries before it are gone, and it comes first.
    */
   entriesToApply(): Entry[] {
-    return this.entries.slice(this.applied, this.committed);
+    if (this.applied < this.start.index) return [];
+    return this.entries.slice(this.applied - this.start.index, this.committed - this.start.index);
   }
 
   appliedTo(index: number): void {
     if (index < this.applied || index > this.committed) {
       throw new Error(`log: applied ${index} out of range (applied ${this.applied}, committed ${this.committed})`);
     }
+    if (this.pendingSnapshot !== undefined && index >= this.pendingSnapshot.index) {
+      throw new Error(`log: applied ${index} while the snapshot at ${this.pendingSnapshot.index} is not installed`);
+    }
     this.applied = index;
   }
 
-  checkInvariants(): void {
-    const n = this.entries.length;
-    if (!(this.applied <= this.committed && this.committed <= n)) {
-      throw new Error(`log invariant: applied ${this.applied} <= committed ${this.committed} <= last ${n}`);
+  /**
+   * §7: replaces the whole log with a leader's snapshot that this log cannot continue into (its
+   * entry at snapshot.index is missing or of another term). Everything up to it is committed; it
+   * stays pending until the caller installs it (snapshotInstalled).
+   */
+  restore(s: SnapshotMeta): void {
+    if (s.index <= this.committed) throw new Error(`log: restore of snapshot ${s.index} at or below commit ${this.committed}`);
+    this.entries = [];
+    this.start = { index: s.index, term: s.term };
+    this.committed = s.index;
+    // Nothing after the snapshot is held; the snapshot itself is durable once the caller installs it,
+    // which it does in the same batch as any entries that follow it.
+    this.stableIndex = s.index;
+    this.pendingSnapshot = this.start;
+  }
+
+  /** The caller installed snapshot `s` (from a Ready): the state machine is now at s.index. */
+  snapshotInstalled(s: SnapshotMeta): void {
+    const pending = this.pendingSnapshot;
+    if (pending === undefined) throw new Error(`log: snapshot ${s.index} installed, but none is pending`);
+    // A later snapshot replaced this one before it was installed; that one is still pending.
+    if (s.index < pending.index) return;
+    if (s.index !== pending.index || s.term !== pending.term) {
+      throw new Error(`log: installed snapshot ${s.index}/${s.term}, pending ${pending.index}/${pending.term}`);
     }
-    if (this.stableIndex > n) throw new Error(`log invariant: stable ${this.stableIndex} <= last ${n}`);
+    this.applied = s.index;
+    this.pendingSnapshot = undefined;
+  }
+
+  /**
+   * Drops the entries up to `index`, which the state machine has durably applied (so a snapshot
+   * covers them). The entry at `index` must be durable too.
+   */
+  compact(index: number): void {
+    if (index <= this.start.index) return;
+    if (index > this.applied || index > this.stableIndex) {
+      throw new Error(`log: compact to ${index} beyond applied ${this.applied} or stable ${this.stableIndex}`);
+    }
+    const term = this.term(index)!;
+    this.entries = this.entries.slice(index - this.start.index);
+    this.start = { index, term };
+  }
+
+  checkInvariants(): void {
+    const first = this.start.index;
+    const last = this.lastIndex();
+    if (!(this.applied <= this.committed && this.committed <= last && first <= this.committed)) {
+      throw new Error(`log invariant: applied ${this.applied} <= committed ${this.committed} <= last ${last}, start ${first} <= committed`);
+    }
+    if (this.pendingSnapshot === undefined) {
+      if (first > this.applied) throw new Error(`log invariant: start ${first} <= applied ${this.applied}`);
+    } else if (this.pendingSnapshot.index !== first || this.applied >= first) {
+      throw new Error(`log invariant: pending snapshot ${this.pendingSnapshot.index} is the start ${first}, above applied ${this.applied}`);
+    }
+    if (this.stableIndex > last || this.stableIndex < first) {
+      throw new Error(`log invariant: start ${first} <= stable ${this.stableIndex} <= last ${last}`);
+    }
     // Checking the whole log is O(n); do the tail, which is where changes happen.
-    for (let i = Math.max(1, n - 64); i <= n; i++) {
-      const e = this.entries[i - 1]!;
-      if (e.index !== i) throw new Error(`log invariant: entry at position ${i} has index ${e.index}`);
-      if (i > 1 && this.entries[i - 2]!.term > e.term) {
-        throw new Error(`log invariant: term decreases at index ${i}`);
-      }
+    const n = this.entries.length;
+    for (let k = Math.max(0, n - 64); k < n; k++) {
+      const e = this.entries[k]!;
+      if (e.index !== first + k + 1) throw new Error(`log invariant: entry at position ${k} has index ${e.index}, start ${first}`);
+      const prevTerm = k === 0 ? this.start.term : this.entries[k - 1]!.term;
+      if (prevTerm > e.term) throw new Error(`log invariant: term decreases at index ${e.index}`);
     }
   }
 }

@@ -5,9 +5,11 @@ import type { NodeId } from './types.js';
  *  - `probe`: the follower's log position is unknown; one append at a time, then wait for a reply
  *    (or the next heartbeat reply) before trying again;
  *  - `replicate`: the follower is known to match up to `match`; appends are pipelined optimistically,
- *    up to `maxInflight` messages in flight.
+ *    up to `maxInflight` messages in flight;
+ *  - `snapshot`: the entries the follower needs were compacted; the caller is streaming it a
+ *    snapshot, and appends wait until the transfer is reported or the follower acknowledges it.
  */
-export type ProgressState = 'probe' | 'replicate';
+export type ProgressState = 'probe' | 'replicate' | 'snapshot';
 
 export class Progress {
   readonly id: NodeId;
@@ -32,6 +34,7 @@ export class Progress {
 
   /** Whether the leader should hold back further appends for now. */
   isPaused(): boolean {
+    if (this.state === 'snapshot') return true;
     return this.state === 'probe' ? this.probeSent : this.inflight.length >= this.maxInflight;
   }
 
@@ -39,11 +42,18 @@ export class Progress {
     return this.inflight.length;
   }
 
-  becomeProbe(): void {
+  /** Back to probing, from `next` (default: just after match). */
+  becomeProbe(next = this.match + 1): void {
     this.state = 'probe';
     this.probeSent = false;
     this.inflight.length = 0;
-    this.next = this.match + 1;
+    this.next = Math.max(next, this.match + 1);
+  }
+
+  becomeSnapshot(): void {
+    this.state = 'snapshot';
+    this.probeSent = false;
+    this.inflight.length = 0;
   }
 
   becomeReplicate(): void {
@@ -91,6 +101,8 @@ export class Progress {
    * stale (answers an append we already moved past) and was ignored.
    */
   maybeDecrTo(rejected: number, nextHint: number): boolean {
+    // While a snapshot is on its way, rejections answer appends sent before it: it supersedes them.
+    if (this.state === 'snapshot') return false;
     if (this.state === 'replicate') {
       // Replies to pipelined appends are stale once they are at or below match.
       if (rejected <= this.match) return false;

@@ -25,6 +25,8 @@ import {
   type Ready,
   type Rng,
   type Role,
+  type SnapshotMeta,
+  type SnapshotRequest,
   type SoftState,
   type VoteRequest,
   type VoteResponse,
@@ -41,6 +43,8 @@ export interface RaftStatus {
   readonly commitIndex: number;
   readonly appliedIndex: number;
   readonly lastIndex: number;
+  /** The log's start: entries up to this index were compacted or came in a snapshot. */
+  readonly snapshotIndex: number;
   /** Ticks since this node last heard from a leader (for a leader: since its last quorum check). */
   readonly electionElapsedTicks: number;
   /** Leader only: whether a lease read would be served now. */
@@ -127,6 +131,8 @@ export class Raft {
   private prevHardState: HardState;
   private prevSoftState: SoftState;
   private readyPending = false;
+  /** The pending snapshot last handed out in a Ready (so it goes out once). */
+  private snapshotInReady: SnapshotMeta | undefined;
 
   // For invariant checks: values that must never go backwards.
   private highestCommitSeen = 0;
@@ -151,7 +157,7 @@ export class Raft {
     this.rng = config.rng;
 
     const init = config.initial;
-    this.log = new RaftLog(init?.entries ?? [], init?.hardState.commit ?? 0, init?.applied ?? 0);
+    this.log = new RaftLog(init?.snapshot, init?.entries ?? [], init?.hardState.commit ?? 0, init?.applied ?? 0);
     this._term = init?.hardState.term ?? 0;
     this._vote = init?.hardState.vote ?? NONE;
     this.prevHardState = { term: this._term, vote: this._vote, commit: this.log.committed };
@@ -193,6 +199,19 @@ export class Raft {
   entryAt(index: number): Entry | undefined {
     return this.log.entry(index);
   }
+  /** The log's start (see RaftLog): entries up to its index are no longer held. */
+  get snapshot(): SnapshotMeta {
+    return this.log.snapshot();
+  }
+  /**
+   * A snapshot received from the leader (stepped as a Snap message) that the log was reset to and
+   * that a Ready has yet to install; undefined when none. A caller that staged a snapshot's data
+   * checks this right after stepping it: if it is not this snapshot, the core did not take it (it
+   * was stale, or the log already held its entries) and the staged data can be dropped.
+   */
+  get pendingSnapshot(): SnapshotMeta | undefined {
+    return this.log.pendingSnapshot;
+  }
 
   status(): RaftStatus {
     const base = {
@@ -204,6 +223,7 @@ export class Raft {
       commitIndex: this.log.committed,
       appliedIndex: this.log.applied,
       lastIndex: this.log.lastIndex(),
+      snapshotIndex: this.log.snapshot().index,
       electionElapsedTicks: this.electionElapsed,
       leaseValid: this.leaseReadIndex() !== undefined,
       quorumContact: this.hasQuorumContact(),
@@ -326,6 +346,33 @@ export class Raft {
     this.checkInvariants();
   }
 
+  /**
+   * Drops log entries up to `index`: the caller's state machine has durably applied them, so its
+   * snapshot covers them (a follower that needs them gets the snapshot instead). `index` must not
+   * pass the applied index or the durable end of the log. Idempotent for indexes already compacted.
+   */
+  compact(index: number): void {
+    if (!Number.isSafeInteger(index) || index < 0) throw new RangeError(`compact: bad index ${index}`);
+    if (index > this.log.applied) throw new RangeError(`compact: index ${index} is past the applied index ${this.log.applied}`);
+    this.log.compact(index);
+    this.checkInvariants();
+  }
+
+  /**
+   * Leader only: the outcome of a snapshot transfer that a Snap message asked for. `installed` is the
+   * snapshot the follower reported installed, or undefined when the transfer failed. Either way the
+   * leader goes back to probing the follower; after a failure it waits for the follower's next
+   * heartbeat response before it tries again, so a dead follower does not cause a storm of transfers.
+   */
+  reportSnapshot(to: NodeId, installed: SnapshotMeta | undefined): void {
+    const pr = this._role === 'leader' ? this.progress.get(to) : undefined;
+    if (pr === undefined || pr.state !== 'snapshot') return;
+    pr.becomeProbe(installed === undefined ? pr.match + 1 : installed.index + 1);
+    // Success: wait for the follower's AppResp (it may already be on its way) rather than guess.
+    pr.probeSent = true;
+    this.checkInvariants();
+  }
+
   // ---- output ---------------------------------------------------------------------------------
 
   hasReady(): boolean {
@@ -334,6 +381,7 @@ export class Raft {
       this.msgs.length > 0 ||
       this.msgsAfterPersist.length > 0 ||
       this.log.stableIndex < this.log.lastIndex() ||
+      (this.log.pendingSnapshot !== undefined && this.log.pendingSnapshot !== this.snapshotInReady) ||
       this.log.committed > this.log.applied ||
       this.readStates.length > 0 ||
       !sameHardState(this.currentHardState(), this.prevHardState) ||
@@ -357,6 +405,11 @@ export class Raft {
       readStates: this.readStates,
     };
     if (!sameHardState(hs, this.prevHardState)) r.hardState = hs;
+    const snap = this.log.pendingSnapshot;
+    if (snap !== undefined && snap !== this.snapshotInReady) {
+      r.snapshot = snap;
+      this.snapshotInReady = snap;
+    }
     if (ss.leader !== this.prevSoftState.leader || ss.role !== this.prevSoftState.role) r.softState = ss;
     this.msgs = [];
     this.msgsAfterPersist = [];
@@ -370,6 +423,7 @@ export class Raft {
     this.readyPending = false;
     if (r.hardState) this.prevHardState = r.hardState;
     if (r.softState) this.prevSoftState = r.softState;
+    if (r.snapshot) this.log.snapshotInstalled(r.snapshot);
     const lastApplied = r.committedEntries[r.committedEntries.length - 1];
     if (lastApplied) this.log.appliedTo(lastApplied.index);
     const lastNew = r.entries[r.entries.length - 1];
@@ -539,7 +593,7 @@ export class Raft {
    * current batch is durable; everything else (votes, vote requests, acknowledgements) must wait.
    */
   private send(m: Message): void {
-    if (m.type === 'App' || m.type === 'Heartbeat') this.msgs.push(m);
+    if (m.type === 'App' || m.type === 'Heartbeat' || m.type === 'Snap') this.msgs.push(m);
     else this.msgsAfterPersist.push(m);
   }
 
@@ -562,13 +616,13 @@ export class Raft {
         // A pre-vote never changes our term.
       } else if (m.type === 'PreVoteResp' && m.granted) {
         // A granted pre-vote carries the term we would campaign at; the term moves when we do.
-      } else if (m.type === 'App' || m.type === 'Heartbeat') {
+      } else if (m.type === 'App' || m.type === 'Heartbeat' || m.type === 'Snap') {
         this.becomeFollower(m.term, m.from);
       } else {
         this.becomeFollower(m.term, NONE);
       }
     } else if (m.term < this._term) {
-      if ((this.checkQuorum || this.preVote) && (m.type === 'App' || m.type === 'Heartbeat')) {
+      if ((this.checkQuorum || this.preVote) && (m.type === 'App' || m.type === 'Heartbeat' || m.type === 'Snap')) {
         // A leader of an old term, cut off from a majority that moved on: tell it our term, or it would
         // never learn (pre-vote keeps us from disrupting it, so nobody else will).
         this.send({ type: 'AppResp', from: this.id, to: m.from, term: this._term, index: 0, reject: false });
@@ -627,6 +681,11 @@ export class Raft {
         this._leader = m.from;
         this.onHeartbeat(m);
         break;
+      case 'Snap':
+        this.electionElapsed = 0;
+        this._leader = m.from;
+        this.onSnapshot(m);
+        break;
       case 'ReadIndexResp':
         this.readStates.push({ context: m.context, index: m.index });
         break;
@@ -649,6 +708,10 @@ export class Raft {
       case 'Heartbeat':
         this.becomeFollower(m.term, m.from);
         this.onHeartbeat(m);
+        break;
+      case 'Snap':
+        this.becomeFollower(m.term, m.from);
+        this.onSnapshot(m);
         break;
       case 'PreVoteResp':
       case 'VoteResp':
@@ -695,6 +758,31 @@ export class Raft {
     reply(m.prevIndex, true, hint);
   }
 
+  /**
+   * §7 InstallSnapshot, follower side; the caller has the snapshot's data staged. A snapshot at or
+   * below our commit index tells us nothing; one whose last entry our log already holds only moves
+   * the commit index (the staged data is not needed); otherwise the log is reset to the snapshot,
+   * which the next Ready installs. The AppResp leaves once that is durable.
+   */
+  private onSnapshot(m: SnapshotRequest): void {
+    const s = m.snapshot;
+    if (s === undefined) throw new Error(`step: Snap from ${m.from} carries no snapshot`);
+    const reply = (index: number): void => {
+      this.send({ type: 'AppResp', from: this.id, to: m.from, term: this._term, index, reject: false });
+    };
+    if (s.index <= this.log.committed) {
+      reply(this.log.committed);
+      return;
+    }
+    if (this.log.matchTerm(s.index, s.term)) {
+      this.log.commitTo(s.index);
+      reply(s.index);
+      return;
+    }
+    this.log.restore(s);
+    reply(s.index);
+  }
+
   private onHeartbeat(m: HeartbeatRequest): void {
     // The leader caps the commit index at our match index, so we hold every entry up to it.
     this.log.commitTo(m.commit);
@@ -731,6 +819,7 @@ export class Raft {
       return;
     }
     if (pr.state === 'probe') pr.becomeReplicate();
+    else if (pr.state === 'snapshot' && pr.match + 1 >= this.log.firstIndex()) pr.becomeReplicate();
     if (this.maybeCommit()) this.bcastAppend(true);
     else this.sendAppends(pr);
   }
@@ -844,6 +933,10 @@ export class Raft {
   private sendAppend(pr: Progress, sendIfEmpty: boolean): boolean {
     if (pr.isPaused()) return false;
     const prevIndex = pr.next - 1;
+    if (this.log.isCompacted(prevIndex)) {
+      this.sendSnapshot(pr);
+      return false;
+    }
     const prevTerm = this.log.term(prevIndex);
     if (prevTerm === undefined) throw new Error(`sendAppend: no term for index ${prevIndex}`);
     const entries = this.log.slice(pr.next, this.log.lastIndex(), this.maxAppendBytes);
@@ -861,6 +954,15 @@ export class Raft {
     this.send(m);
     pr.sentAppend(prevIndex + entries.length, entries.length);
     return true;
+  }
+
+  /**
+   * The follower needs entries that were compacted: ask the caller to stream it a snapshot. Appends to
+   * it wait until reportSnapshot, or until it acknowledges a snapshot it installed.
+   */
+  private sendSnapshot(pr: Progress): void {
+    pr.becomeSnapshot();
+    this.send({ type: 'Snap', from: this.id, to: pr.id, term: this._term });
   }
 
   /** Sends one heartbeat round: it confirms leadership for reads and renews the lease. */
@@ -902,7 +1004,9 @@ export class Raft {
     }
     if (this._role === 'leader') {
       if (this._leader !== this.id) fail(`leader with leader field ${this._leader}`);
-      if (this.log.term(this.leaderStartIndex) !== this._term) fail(`leader lost its own no-op at ${this.leaderStartIndex}`);
+      if (!this.log.isCompacted(this.leaderStartIndex) && this.log.term(this.leaderStartIndex) !== this._term) {
+        fail(`leader lost its own no-op at ${this.leaderStartIndex}`);
+      }
       for (const pr of this.progress.values()) pr.checkInvariants();
       if (this.progress.get(this.id)!.match > this.log.stableIndex) fail('leader counts a non-durable entry of its own');
       for (let i = 1; i < this.readQueue.length; i++) {
@@ -959,13 +1063,15 @@ function validateConfig(c: RaftConfig): void {
   }
   const init = c.initial;
   if (init) {
-    const n = init.entries.length;
+    const snap = init.snapshot ?? { index: 0, term: 0 };
     init.entries.forEach((e, k) => {
-      if (e.index !== k + 1) bad(`initial log is not dense at position ${k + 1} (index ${e.index})`);
+      if (e.index !== snap.index + k + 1) bad(`initial log is not dense at position ${k + 1} (index ${e.index}, start ${snap.index})`);
     });
-    const lastTerm = init.entries[n - 1]?.term ?? 0;
+    const last = snap.index + init.entries.length;
+    const lastTerm = init.entries[init.entries.length - 1]?.term ?? snap.term;
     if (lastTerm > init.hardState.term) bad(`initial term ${init.hardState.term} is below the log's last term ${lastTerm}`);
-    if (init.hardState.commit > n) bad(`initial commit ${init.hardState.commit} beyond last index ${n}`);
+    if (init.hardState.commit > last) bad(`initial commit ${init.hardState.commit} beyond last index ${last}`);
     if (init.applied > init.hardState.commit) bad(`initial applied ${init.applied} beyond commit ${init.hardState.commit}`);
+    if (init.applied < snap.index) bad(`initial applied ${init.applied} is below the snapshot index ${snap.index}`);
   }
 }

@@ -1,6 +1,15 @@
 // Types shared by the Raft core and its callers. Everything here is plain data: the core never
 // holds a reference to anything that does I/O.
 
+/**
+ * A snapshot's position: the state machine's state once every entry up to `index` is applied, and
+ * the term of the entry at `index`. The log after a snapshot continues from index + 1.
+ */
+export interface SnapshotMeta {
+  readonly index: number;
+  readonly term: number;
+}
+
 /** A voting member's id. Ids are positive integers; 0 means "none". */
 export type NodeId = number;
 export const NONE: NodeId = 0;
@@ -112,6 +121,17 @@ export interface ReadIndexResponse extends MessageBase {
   readonly index: number;
 }
 
+/**
+ * InstallSnapshot (§7). In the leader's Ready it is a request to the caller: `snapshot` is absent,
+ * and the caller streams its own state machine's snapshot (at its applied index) to `to`, then
+ * reports the outcome with `reportSnapshot`. The follower's caller steps it, with `snapshot` set,
+ * once the whole snapshot is received and staged; the follower answers with an AppResp.
+ */
+export interface SnapshotRequest extends MessageBase {
+  readonly type: 'Snap';
+  readonly snapshot?: SnapshotMeta;
+}
+
 export type Message =
   | VoteRequest
   | VoteResponse
@@ -120,7 +140,8 @@ export type Message =
   | HeartbeatRequest
   | HeartbeatResponse
   | ReadIndexRequest
-  | ReadIndexResponse;
+  | ReadIndexResponse
+  | SnapshotRequest;
 
 export type MessageType = Message['type'];
 
@@ -149,6 +170,12 @@ export interface ReadState {
  */
 export interface Ready {
   readonly softState?: SoftState;
+  /**
+   * A snapshot from the leader to install (a follower only): the caller installs the data it staged
+   * for it in the same atomic write as `hardState` and `entries`, dropping every persisted entry
+   * (the log continues from snapshot.index + 1), before it sends `messagesAfterPersist`.
+   */
+  readonly snapshot?: SnapshotMeta;
   readonly hardState?: HardState;
   readonly entries: readonly Entry[];
   readonly messages: readonly Message[];
@@ -167,7 +194,12 @@ export interface Rng {
 /** What a node had durably stored when it (re)starts. */
 export interface InitialState {
   readonly hardState: HardState;
-  /** The persisted log, dense, starting at index 1 (until snapshots exist). */
+  /**
+   * The log's start: entries up to snapshot.index were compacted, and the state machine's applied
+   * index is at least snapshot.index. Absent: {0, 0}.
+   */
+  readonly snapshot?: SnapshotMeta;
+  /** The persisted log after the snapshot point, dense, from snapshot.index + 1. */
   readonly entries: readonly Entry[];
   /** The state machine's applied index. Invariant: applied <= hardState.commit. */
   readonly applied: number;

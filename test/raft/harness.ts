@@ -68,6 +68,7 @@ export class Harness {
           this.queue.push(m);
           this.sent.push(m);
         }
+        if (r.snapshot) this.applied.get(n.id)!.push(`snapshot ${r.snapshot.index}@${r.snapshot.term}`);
         for (const e of r.committedEntries) this.applied.get(n.id)!.push(`${e.index}@${e.term}`);
         n.advance(r);
       }
@@ -84,7 +85,17 @@ export class Harness {
     while (this.queue.length > 0 && delivered < limit) {
       const m = this.queue.shift()!;
       if (!filter(m)) continue;
-      this.node(m.to).step(m);
+      if (m.type === 'Snap' && m.snapshot === undefined) {
+        // The caller's part of InstallSnapshot: the leader's state machine at its applied index is
+        // "streamed" to the follower, which steps it; then the leader hears how it went.
+        const leader = this.node(m.from);
+        const snapshot = { index: leader.appliedIndex, term: leader.termAt(leader.appliedIndex)! };
+        this.node(m.to).step({ ...m, snapshot });
+        this.flush();
+        leader.reportSnapshot(m.to, snapshot);
+      } else {
+        this.node(m.to).step(m);
+      }
       delivered++;
       this.flush();
     }
@@ -109,7 +120,7 @@ export class Harness {
   termsOf(id: NodeId): number[] {
     const n = this.node(id);
     const out: number[] = [];
-    for (let i = 1; i <= n.lastIndex; i++) out.push(n.termAt(i)!);
+    for (let i = n.snapshot.index + 1; i <= n.lastIndex; i++) out.push(n.termAt(i)!);
     return out;
   }
 }
