@@ -13,7 +13,7 @@
 // applied index, and linearizable reads: a read index (thesis §6.4) is at least every index seen
 // committed before the read was asked for.
 
-import type { AppendRequest, Entry, HardState, Message, NodeId, ReadState, Role } from '../../src/raft/types.js';
+import type { AppendRequest, Entry, HardState, Message, NodeId, ReadState, Role, SnapshotMeta } from '../../src/raft/types.js';
 import { NONE } from '../../src/raft/types.js';
 import type { NodeStorage } from './storage.js';
 
@@ -66,6 +66,8 @@ export interface NodeView {
   readonly commitIndex: number;
   readonly appliedIndex: number;
   readonly lastIndex: number;
+  /** The log's start: entries up to its index are covered by the node's snapshot, not held. */
+  readonly snapshot: SnapshotMeta;
   termAt(index: number): number | undefined;
   entryAt(index: number): Entry | undefined;
 }
@@ -197,6 +199,13 @@ export class SafetyChecker {
       throw new SafetyViolation('monotonic', `node ${node} commit index went back from ${track.commit} to ${commit}`, { nodes: [node], index: commit });
     }
     for (let i = track.commit + 1; i <= commit; i++) {
+      if (i <= view.snapshot.index) {
+        // Covered by a snapshot this node installed; onInstallSnapshot checked it against the commits.
+        if (i > this.committedMaxIndex) {
+          throw new SafetyViolation('state-machine-safety', `node ${node} has a snapshot covering index ${i}, which no node was seen to commit`, { nodes: [node], index: i });
+        }
+        continue;
+      }
       const e = view.entryAt(i);
       if (e === undefined) {
         throw new SafetyViolation('invariant', `node ${node} has commit index ${commit} but no entry at ${i}`, { nodes: [node], index: i });
@@ -279,7 +288,7 @@ export class SafetyChecker {
     const hs = storage.hardState;
     const where = { nodes: [node, m.to], term: m.term };
     if (phase === 'before-persist') {
-      if (m.type !== 'App' && m.type !== 'Heartbeat') {
+      if (m.type !== 'App' && m.type !== 'Heartbeat' && m.type !== 'Snap') {
         throw new SafetyViolation('persistence-contract', `node ${node} sent ${m.type} before persisting its batch`, where);
       }
     }
@@ -324,10 +333,74 @@ export class SafetyChecker {
           throw new SafetyViolation('persistence-contract', `node ${node} sent ${m.type} at term ${m.term}, persisted term is ${hs.term}`, where);
         }
         break;
+      case 'Snap':
+        if (m.term > hs.term) {
+          throw new SafetyViolation('persistence-contract', `node ${node} asked for a snapshot transfer at term ${m.term}, persisted term is ${hs.term}`, where);
+        }
+        break;
       case 'PreVote':
       case 'PreVoteResp':
         // A pre-vote promises nothing durable; its term is the one a campaign would use.
         break;
+    }
+  }
+
+  /**
+   * A follower is about to install a snapshot received from a leader, with the batch's hard state and
+   * entries, in one atomic write (Ready contract 2). The snapshot must be exactly the committed
+   * entries up to its index; the entries must continue it.
+   */
+  onInstallSnapshot(
+    node: NodeId,
+    storage: NodeStorage,
+    meta: SnapshotMeta,
+    data: readonly Entry[],
+    hs: HardState | undefined,
+    entries: readonly Entry[],
+    role: Role,
+  ): void {
+    const where = { nodes: [node], index: meta.index, term: meta.term };
+    if (role === 'leader') throw new SafetyViolation('protocol', `leader ${node} installs a snapshot at ${meta.index}`, where);
+    if (data.length !== meta.index || (data[meta.index - 1]?.term ?? 0) !== meta.term) {
+      throw new SafetyViolation('protocol', `node ${node} installs a snapshot labelled ${meta.index}/${meta.term} holding ${data.length} entries`, where);
+    }
+    if (meta.index <= storage.hardState.commit || meta.index <= storage.applied) {
+      throw new SafetyViolation('monotonic', `node ${node} installs a snapshot at ${meta.index}, at or below its persisted commit ${storage.hardState.commit} / applied ${storage.applied}`, where);
+    }
+    // The snapshot must hold what the node already applied, and the committed entries after that.
+    for (let i = 1; i <= meta.index; i++) {
+      const e = data[i - 1]!;
+      const c = this.committed[i];
+      if (c === undefined) {
+        throw new SafetyViolation('state-machine-safety', `node ${node} installs a snapshot holding ${describe(e)}, which no node was seen to commit`, { ...where, index: i });
+      }
+      if (!sameEntry(c.entry, e)) {
+        throw new SafetyViolation('state-machine-safety', `node ${node} installs a snapshot with ${describe(e)} where ${describe(c.entry)} was committed`, { ...where, index: i });
+      }
+      if (i <= storage.applied && !sameEntry(storage.appliedAt(i)!, e)) {
+        throw new SafetyViolation('state-machine-safety', `node ${node} installs a snapshot with ${describe(e)} where it had applied ${describe(storage.appliedAt(i)!)}`, { ...where, index: i });
+      }
+      if (this.applied[i] === undefined) this.applied[i] = { entry: e, node };
+    }
+    if (hs !== undefined) {
+      if (hs.term < storage.hardState.term) throw new SafetyViolation('monotonic', `node ${node} persisted term ${hs.term} after ${storage.hardState.term}`, where);
+      if (hs.term === storage.hardState.term && storage.hardState.vote !== NONE && hs.vote !== storage.hardState.vote) {
+        throw new SafetyViolation('vote-once', `node ${node} changed its vote in term ${hs.term} from ${storage.hardState.vote} to ${hs.vote}`, where);
+      }
+    }
+    const commit = hs?.commit ?? storage.hardState.commit;
+    const last = entries.length > 0 ? entries[entries.length - 1]!.index : meta.index;
+    if (commit < meta.index || commit > last) {
+      throw new SafetyViolation('persistence-contract', `node ${node} installs a snapshot at ${meta.index} with commit ${commit} (log ends at ${last})`, where);
+    }
+    if (entries.length > 0) this.checkChain(node, meta.index, meta.term, entries, 'persisted after a snapshot');
+    if (storage.lastIndex > meta.index) this.truncationCount++;
+  }
+
+  /** A node compacts its log up to `index`: only entries its durable state machine has applied. */
+  onCompact(node: NodeId, storage: NodeStorage, index: number): void {
+    if (index > storage.applied) {
+      throw new SafetyViolation('persistence-contract', `node ${node} compacts its log to ${index}, past its durable applied index ${storage.applied}`, { nodes: [node], index });
     }
   }
 
@@ -501,7 +574,7 @@ export class SafetyChecker {
     this.committedMaxIndex = e.index;
     // A leader elected after this commit must already hold the entry.
     for (const [id, v] of this.views) {
-      if (v !== undefined && v.role === 'leader' && v.term > term && v.termAt(e.index) !== e.term) {
+      if (v !== undefined && v.role === 'leader' && v.term > term && e.index >= v.snapshot.index && v.termAt(e.index) !== e.term) {
         throw new SafetyViolation(
           'leader-completeness',
           `leader ${id} of term ${v.term} lacks ${describe(e)}, committed as seen by node ${node} at term ${term}`,
@@ -513,7 +586,9 @@ export class SafetyChecker {
 
   /** §5.4: a new leader of term T holds every entry whose commit was seen at a term < T. */
   private checkLeaderCompleteness(node: NodeId, view: NodeView): void {
-    for (let i = 1; i <= this.committedMaxIndex; i++) {
+    // Below its snapshot point a leader holds the committed entries in its state machine, which
+    // onApply and onInstallSnapshot checked.
+    for (let i = Math.max(1, view.snapshot.index); i <= this.committedMaxIndex; i++) {
       const c = this.committed[i]!;
       if (c.observedTerm >= view.term) continue;
       const t = view.termAt(i);

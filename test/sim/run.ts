@@ -122,7 +122,8 @@ export function formatSummary(r: SeedResult): string {
     `restarts=${r.restarts} partitions=${r.partitions} campaigns=${r.campaigns}; proposals: ${r.proposedEntries} entries accepted, ` +
     `${r.notLeader} not-leader, ${r.limited} limited; reads: ${r.readsRequested} asked, ${r.readsAnswered} answered, ` +
     `${r.readsNotLeader} not-leader; committed index ${r.committedIndex}; leaders ${r.leadersElected}, ` +
-    `max term ${r.maxTerm}; log truncations ${r.truncations}; ` +
+    `max term ${r.maxTerm}; log truncations ${r.truncations}; snapshots: ${r.compactions} compactions, ` +
+    `${r.snapshotTransfers} transfers (${r.snapshotTransfersFailed} failed), ${r.snapshotsInstalled} installed, ${r.crashesDuringInstall} crashes during an install; ` +
     (r.livenessBoundTicks === 0
       ? 'liveness phase not reached'
       : `liveness: leader after ${r.livenessLeaderTicks ?? '-'} ticks, applied everywhere after ${r.livenessTicks ?? '-'} ticks ` +

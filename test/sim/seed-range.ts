@@ -11,18 +11,22 @@ export interface SeedRangeReport {
   readonly byClusterSize: ReadonlyMap<number, number>;
   /** One full report per failing seed: the check, the trace tail and the replay command. */
   readonly failures: readonly string[];
+  /** Seeds in which some follower installed a snapshot from a leader. */
+  readonly withInstall: number;
 }
 
 export function runSeedRange(start: number, count: number): SeedRangeReport {
   const t0 = performance.now();
   const byClusterSize = new Map<number, number>();
   const failures: string[] = [];
+  let withInstall = 0;
   for (let seed = start; seed < start + count; seed++) {
     const r = runSeed(seed);
+    if (r.snapshotsInstalled > 0) withInstall++;
     byClusterSize.set(r.config.clusterSize, (byClusterSize.get(r.config.clusterSize) ?? 0) + 1);
     if (r.violation !== undefined) failures.push(formatFailure(r));
   }
-  return { seeds: count, elapsedMs: performance.now() - t0, byClusterSize, failures };
+  return { seeds: count, elapsedMs: performance.now() - t0, byClusterSize, failures, withInstall };
 }
 
 /**
@@ -33,10 +37,11 @@ export function defineSeedSuite(first: number, count: number, chunk = 100): void
   describe('fault simulator', () => {
     let seeds = 0;
     let elapsedMs = 0;
+    let withInstall = 0;
     const sizes = new Map<number, number>();
     afterAll(() => {
       const bySize = [...sizes].map(([n, c]) => `${c}x${n} nodes`).join(', ');
-      console.log(`simulator: ${seeds} seeds (${bySize}) in ${(elapsedMs / 1000).toFixed(1)} s, ${((1000 * seeds) / elapsedMs).toFixed(0)} seeds/s`);
+      console.log(`simulator: ${seeds} seeds (${bySize}; ${withInstall} with a snapshot installed) in ${(elapsedMs / 1000).toFixed(1)} s, ${((1000 * seeds) / elapsedMs).toFixed(0)} seeds/s`);
     });
     const starts = Array.from({ length: Math.ceil(count / chunk) }, (_, k) => first + k * chunk);
     it.each(starts)(`keeps every safety property and recovers, seeds %i..+${chunk - 1}`, (start) => {
@@ -44,6 +49,7 @@ export function defineSeedSuite(first: number, count: number, chunk = 100): void
       const report = runSeedRange(start, n);
       seeds += report.seeds;
       elapsedMs += report.elapsedMs;
+      withInstall += report.withInstall;
       for (const [size, c] of report.byClusterSize) sizes.set(size, (sizes.get(size) ?? 0) + c);
       if (report.failures.length > 0) {
         throw new Error(`${report.failures.length} seed(s) violated a property:\n\n${report.failures.join('\n\n')}`);

@@ -16,6 +16,8 @@ export interface SeedSummary {
   readonly partitions: number;
   readonly committedIndex: number;
   readonly leadersElected: number;
+  readonly compactions: number;
+  readonly snapshotsInstalled: number;
   /** Set on a violation. */
   readonly check?: CheckName;
   /** The full failure report (check, trace tail, replay command). */
@@ -35,6 +37,8 @@ export function summarize(r: SeedResult): SeedSummary {
     partitions: r.partitions,
     committedIndex: r.committedIndex,
     leadersElected: r.leadersElected,
+    compactions: r.compactions,
+    snapshotsInstalled: r.snapshotsInstalled,
     replay: r.replay,
   };
   return r.violation === undefined ? base : { ...base, check: r.violation.check, failure: formatFailure(r) };
@@ -50,6 +54,10 @@ export class BatchTotals {
   partitions = 0;
   committedEntries = 0;
   leadersElected = 0;
+  compactions = 0;
+  snapshotsInstalled = 0;
+  /** Seeds in which some follower installed a snapshot. */
+  seedsWithInstall = 0;
   readonly byProfile = new Map<Profile, number>();
   readonly byClusterSize = new Map<number, number>();
   readonly failures: SeedSummary[] = [];
@@ -63,6 +71,9 @@ export class BatchTotals {
     this.partitions += s.partitions;
     this.committedEntries += s.committedIndex;
     this.leadersElected += s.leadersElected;
+    this.compactions += s.compactions;
+    this.snapshotsInstalled += s.snapshotsInstalled;
+    if (s.snapshotsInstalled > 0) this.seedsWithInstall++;
     this.byProfile.set(s.profile, (this.byProfile.get(s.profile) ?? 0) + 1);
     this.byClusterSize.set(s.clusterSize, (this.byClusterSize.get(s.clusterSize) ?? 0) + 1);
     if (s.check !== undefined) this.failures.push(s);

@@ -43,6 +43,18 @@ export interface FaultMix {
   readonly campaignsPer100Ticks: number;
 }
 
+/** When nodes take snapshots and compact their logs (§7), and how transfers fail. */
+export interface SnapshotPolicy {
+  /** A node compacts once its log holds this many applied entries past the margin; 0: never. */
+  readonly everyEntries: number;
+  /** Applied entries kept in the log behind a compaction, for followers that lag a little. */
+  readonly marginEntries: number;
+  /** Compactions at random moments on random live nodes, per 100 ticks (to a random applied index). */
+  readonly randomPer100Ticks: number;
+  /** Probability that a follower crashes while installing a received snapshot, before it is written. */
+  readonly crashInInstallProbability: number;
+}
+
 export interface SimConfig {
   readonly seed: number;
   readonly clusterSize: number;
@@ -67,6 +79,7 @@ export interface SimConfig {
   readonly readsPer100Ticks: number;
   readonly maxPayloadBytes: number;
   readonly mix: FaultMix;
+  readonly snapshot: SnapshotPolicy;
 }
 
 export interface ConfigOverrides {
@@ -125,6 +138,16 @@ export function chooseConfig(seed: number, rng: SimRng, overrides: ConfigOverrid
   // beyond it is what breaks them.
   const clockDrift = chance(rng, 0.3) ? 0 : rng.float() * assumedClockDrift;
 
+  // Drawn last, for the same reason. Most seeds compact, often aggressively, so followers that were
+  // down or cut off fall behind the compaction point and need a snapshot.
+  const snapshotsOn = chance(rng, 0.75);
+  const snapshot: SnapshotPolicy = {
+    everyEntries: snapshotsOn ? pick(rng, [3, 8, 20, 60]) : 0,
+    marginEntries: pick(rng, [0, 0, 2, 10]),
+    randomPer100Ticks: snapshotsOn ? pick(rng, [0, 2, 10]) : 0,
+    crashInInstallProbability: pick(rng, [0, 0.1, 0.3]),
+  };
+
   let mix: FaultMix;
   switch (profile) {
     case 'calm':
@@ -174,6 +197,11 @@ export function chooseConfig(seed: number, rng: SimRng, overrides: ConfigOverrid
     readsPer100Ticks,
     maxPayloadBytes,
     mix,
+    snapshot: {
+      ...snapshot,
+      // Crashes during an install belong to the profiles that crash.
+      crashInInstallProbability: mix.crashesPer100Ticks > 0 ? snapshot.crashInInstallProbability : 0,
+    },
   };
 }
 
@@ -197,6 +225,9 @@ export function describeConfig(c: SimConfig): string {
     `  crashes: ${m.crashesPer100Ticks}/100 ticks, mean downtime ${m.meanDowntimeTicks} ticks, in-Ready crash p=${m.crashInReadyProbability}`,
     `  partitions: ${m.partitionsPer100Ticks}/100 ticks, mean ${m.meanPartitionTicks} ticks, kinds [${m.partitionKinds.join(', ')}]`,
     `  leader faults: p=${m.leaderFaultProbability} after each election, mean isolation ${m.meanLeaderIsolationTicks} ticks`,
+    c.snapshot.everyEntries > 0
+      ? `  snapshots: every ${c.snapshot.everyEntries} entries, margin ${c.snapshot.marginEntries}, random ${c.snapshot.randomPer100Ticks}/100 ticks, crash in install p=${c.snapshot.crashInInstallProbability}`
+      : '  snapshots: off',
     `  clients: ${c.proposalsPer100Ticks} proposals/100 ticks, payload <= ${c.maxPayloadBytes} bytes; ${c.readsPer100Ticks} reads/100 ticks; campaigns ${m.campaignsPer100Ticks}/100 ticks`,
   ].join('\n');
 }

@@ -168,7 +168,8 @@ function printSummary(t: BatchTotals, secs: number, io: SimIo): void {
   io.out(
     `  per seed: ${perSeed(t.steps)} events, ${perSeed(t.ticks)} ticks, ${perSeed(t.messagesSent)} messages, ` +
       `${perSeed(t.crashes)} crashes, ${perSeed(t.partitions)} partitions, ${perSeed(t.leadersElected)} leaders, ` +
-      `${perSeed(t.committedEntries)} committed entries`,
+      `${perSeed(t.committedEntries)} committed entries, ${perSeed(t.compactions)} compactions, ` +
+      `${perSeed(t.snapshotsInstalled)} snapshots installed (in ${t.seedsWithInstall} seeds)`,
   );
   io.out(`  profiles: ${counts(t.byProfile)}; cluster sizes: ${counts(t.byClusterSize)}`);
   if (t.failures.length === 0) return;

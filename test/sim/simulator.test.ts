@@ -32,6 +32,7 @@ function view(id: NodeId, role: Role, term: number, log: readonly Entry[], commi
     commitIndex,
     appliedIndex: 0,
     lastIndex: log.length,
+    snapshot: { index: 0, term: 0 },
     termAt: (i) => (i === 0 ? 0 : log[i - 1]?.term),
     entryAt: (i) => log[i - 1],
   };

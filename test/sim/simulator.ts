@@ -9,7 +9,7 @@
 
 import { RaftKvError } from '../../src/errors.js';
 import { Raft } from '../../src/raft/raft.js';
-import type { Message, NodeId, Role } from '../../src/raft/types.js';
+import type { Entry, Message, NodeId, Role, SnapshotMeta, SnapshotRequest } from '../../src/raft/types.js';
 import { SafetyChecker, SafetyViolation, type CheckName } from './checker.js';
 import { LeaderContactCheck } from './leader-contact.js';
 import { EventQueue } from './event-queue.js';
@@ -46,11 +46,22 @@ type SimEvent =
   /** A leader elected moments ago is cut off or crashed (see FaultMix.leaderFaultProbability). */
   | { readonly kind: 'leader-fault'; readonly node: NodeId; readonly term: number }
   | { readonly kind: 'heal-isolation' }
+  /** A compaction at a random moment on a random live node. */
+  | { readonly kind: 'snapshot' }
+  /** A snapshot transfer's outcome reaches the leader that asked for it. */
+  | {
+      readonly kind: 'snapshot-report';
+      readonly leader: NodeId;
+      readonly incarnation: number;
+      readonly term: number;
+      readonly follower: NodeId;
+      readonly snapshot: SnapshotMeta;
+    }
   /** The end of the fault phase. */
   | { readonly kind: 'heal-all' }
   | { readonly kind: 'liveness-probe' };
 
-type CrashPoint = 'before-persist' | 'after-persist' | 'after-apply';
+type CrashPoint = 'before-persist' | 'after-persist' | 'after-apply' | 'during-install';
 
 interface SimNode {
   readonly id: NodeId;
@@ -61,6 +72,11 @@ interface SimNode {
   tickPeriodUnits: number;
   /** Bumped at each crash, so ticks and restarts scheduled for an earlier life are ignored. */
   incarnation: number;
+  /**
+   * A snapshot received in full and staged, not yet installed: what a real node holds in its staging
+   * area. Lost in a crash; a Ready's `snapshot` installs it.
+   */
+  staged: { readonly meta: SnapshotMeta; readonly data: readonly Entry[] } | undefined;
   /** Role and term when last observed, to trace changes. */
   lastRole: Role;
   lastTerm: number;
@@ -81,6 +97,13 @@ export interface SimStats {
   messagesToCrashed: number;
   crashes: number;
   crashesInReady: number;
+  /** Log compactions, snapshot transfers asked for, snapshots installed, and transfers reported failed. */
+  compactions: number;
+  snapshotTransfers: number;
+  snapshotsInstalled: number;
+  snapshotTransfersFailed: number;
+  /** Crashes of a follower with a snapshot staged, before it was written. */
+  crashesDuringInstall: number;
   restarts: number;
   partitions: number;
   campaigns: number;
@@ -130,6 +153,11 @@ export class Simulator {
     messagesToCrashed: 0,
     crashes: 0,
     crashesInReady: 0,
+    compactions: 0,
+    snapshotTransfers: 0,
+    snapshotsInstalled: 0,
+    snapshotTransfersFailed: 0,
+    crashesDuringInstall: 0,
     restarts: 0,
     partitions: 0,
     campaigns: 0,
@@ -163,6 +191,8 @@ export class Simulator {
   private readCounter = 0;
   private readonly encoder = new TextEncoder();
   private readonly decoder = new TextDecoder();
+  /** The data a snapshot transfer carries, by its message (the network passes messages by reference). */
+  private readonly snapshotData = new WeakMap<Message, readonly Entry[]>();
 
   constructor(config: SimConfig, rng: SimRng, trace: Trace, options: SimOptions = {}) {
     this.config = config;
@@ -211,6 +241,7 @@ export class Simulator {
         // Each node's clock runs at its own rate within the seed's drift bound.
         tickPeriodUnits: TICK_PERIOD_UNITS * (1 + (2 * this.rng.float() - 1) * c.clockDrift),
         incarnation: 0,
+        staged: undefined,
         lastRole: 'follower',
         lastTerm: 0,
       });
@@ -221,6 +252,7 @@ export class Simulator {
     const mix = c.mix;
     if (mix.crashesPer100Ticks > 0) this.scheduleAfter(this.meanInterval(mix.crashesPer100Ticks), { kind: 'crash' });
     if (mix.partitionsPer100Ticks > 0) this.scheduleAfter(this.meanInterval(mix.partitionsPer100Ticks), { kind: 'partition' });
+    if (c.snapshot.randomPer100Ticks > 0) this.scheduleAfter(this.meanInterval(c.snapshot.randomPer100Ticks), { kind: 'snapshot' });
     if (mix.campaignsPer100Ticks > 0) this.scheduleAfter(this.meanInterval(mix.campaignsPer100Ticks), { kind: 'campaign' });
     this.queue.push(c.faultTicks * TICK_PERIOD_UNITS, { kind: 'heal-all' });
   }
@@ -261,6 +293,10 @@ export class Simulator {
         return this.onLeaderFault(ev.node, ev.term);
       case 'heal-isolation':
         return this.onHealIsolation();
+      case 'snapshot':
+        return this.onRandomSnapshot();
+      case 'snapshot-report':
+        return this.onSnapshotReport(ev);
       case 'heal-all':
         return this.onHealAll();
       case 'liveness-probe':
@@ -294,8 +330,96 @@ export class Simulator {
     this.stats.messagesDelivered++;
     this.leaderContact?.onDelivered(msg);
     this.trace.add(this.nowUnits, msg.to, 'recv', msg);
+    if (msg.type === 'Snap') {
+      this.onSnapshotArrived(node, msg);
+      return;
+    }
     this.call(node, `step(${msg.type})`, () => raft.step(msg));
     this.afterInput(node);
+  }
+
+  /**
+   * The whole snapshot reached the follower: stage it, then step the Snap message. If the core did
+   * not take it (stale, or the log already holds its last entry), the staged data is dropped, as a
+   * real node drops its staging area.
+   */
+  private onSnapshotArrived(node: SimNode, msg: SnapshotRequest): void {
+    const raft = node.raft!;
+    const meta = msg.snapshot;
+    const data = this.snapshotData.get(msg);
+    if (meta === undefined || data === undefined) throw new SafetyViolation('protocol', `a Snap message reached node ${node.id} without a snapshot`, { nodes: [node.id] });
+    node.staged = { meta, data };
+    this.call(node, 'step(Snap)', () => raft.step(msg));
+    const pending = raft.pendingSnapshot;
+    if (pending === undefined || pending.index !== meta.index || pending.term !== meta.term) node.staged = undefined;
+    this.afterInput(node);
+  }
+
+  /**
+   * The leader's side of InstallSnapshot: its durable state machine is copied at once (a real node
+   * reads it through a LevelDB snapshot) and sent as one message that may be lost like any other.
+   * The outcome reaches the leader after a worst-case round trip: installed if the follower's state
+   * machine has reached the snapshot by then, failed otherwise.
+   */
+  private startSnapshotTransfer(node: SimNode, m: SnapshotRequest): void {
+    const { meta, data } = node.storage.snapshot();
+    const msg: SnapshotRequest = { ...m, snapshot: meta };
+    this.snapshotData.set(msg, data);
+    this.stats.snapshotTransfers++;
+    this.trace.add(this.nowUnits, node.id, 'send', msg, `(${data.length} entries)`);
+    this.network.send(msg);
+    const reportUnits = 2 * this.config.mix.network.maxDelayUnits + intBetween(this.rng, 1, 3 * TICK_PERIOD_UNITS);
+    this.scheduleAfter(reportUnits, {
+      kind: 'snapshot-report',
+      leader: node.id,
+      incarnation: node.incarnation,
+      term: m.term,
+      follower: m.to,
+      snapshot: meta,
+    });
+  }
+
+  private onSnapshotReport(ev: Extract<SimEvent, { kind: 'snapshot-report' }>): void {
+    const node = this.node(ev.leader);
+    const raft = node.raft;
+    if (raft === undefined || node.incarnation !== ev.incarnation || raft.term !== ev.term) return;
+    const installed = this.node(ev.follower).storage.applied >= ev.snapshot.index;
+    if (!installed) this.stats.snapshotTransfersFailed++;
+    this.trace.add(this.nowUnits, node.id, 'snapshot', undefined, `transfer to n${ev.follower} of ${ev.snapshot.index}/${ev.snapshot.term}: ${installed ? 'installed' : 'failed'}`);
+    this.call(node, 'reportSnapshot', () => raft.reportSnapshot(ev.follower, installed ? ev.snapshot : undefined));
+    this.afterInput(node);
+  }
+
+  private onRandomSnapshot(): void {
+    if (this.phase !== 'fault') return;
+    this.scheduleAfter(this.meanInterval(this.config.snapshot.randomPer100Ticks), { kind: 'snapshot' });
+    const live = this.liveNodes();
+    if (live.length === 0) return;
+    const node = pick(this.rng, live);
+    const raft = node.raft!;
+    const upTo = Math.min(raft.appliedIndex, node.storage.applied);
+    if (upTo <= raft.snapshot.index) return;
+    this.compact(node, intBetween(this.rng, raft.snapshot.index + 1, upTo));
+    this.afterInput(node);
+  }
+
+  /** Takes a snapshot at the node's applied index: compacts its log (core and storage) up to `index`. */
+  private compact(node: SimNode, index: number): void {
+    const raft = node.raft!;
+    this.checker.onCompact(node.id, node.storage, index);
+    this.call(node, 'compact', () => raft.compact(index));
+    node.storage.compact(index);
+    this.stats.compactions++;
+    this.trace.add(this.nowUnits, node.id, 'snapshot', undefined, `log compacted up to ${index}`);
+  }
+
+  /** The size trigger: enough applied entries past the margin in the log. */
+  private maybeCompact(node: SimNode): void {
+    const policy = this.config.snapshot;
+    const raft = node.raft;
+    if (policy.everyEntries === 0 || raft === undefined) return;
+    const upTo = Math.min(raft.appliedIndex, node.storage.applied) - policy.marginEntries;
+    if (upTo - raft.snapshot.index >= policy.everyEntries) this.compact(node, upTo);
   }
 
   private onPropose(): void {
@@ -576,6 +700,7 @@ export class Simulator {
 
   private crash(node: SimNode, why: string): void {
     node.raft = undefined;
+    node.staged = undefined;
     node.incarnation++;
     this.checker.onCrash(node.id);
     this.leaderContact?.onCrash(node.id);
@@ -587,8 +712,10 @@ export class Simulator {
 
   /** Crashes the node at one point of its Ready cycle, with the seed's probability. */
   private maybeCrashInReady(node: SimNode, point: CrashPoint): boolean {
-    if (this.phase !== 'fault' || !chance(this.rng, this.config.mix.crashInReadyProbability)) return false;
+    const p = point === 'during-install' ? this.config.snapshot.crashInInstallProbability : this.config.mix.crashInReadyProbability;
+    if (this.phase !== 'fault' || !chance(this.rng, p)) return false;
     this.stats.crashesInReady++;
+    if (point === 'during-install') this.stats.crashesDuringInstall++;
     this.crash(node, `in Ready, ${point}`);
     return true;
   }
@@ -608,6 +735,8 @@ export class Simulator {
     }
     this.checker.afterEvent(node.id, raft);
     this.leaderContact?.afterEvent(node.id, raft.role, raft.term);
+    // After the checker has seen this event's commits: compaction hides the entries it checks.
+    this.maybeCompact(node);
     if (this.options.invariantsOnAllNodes ?? true) {
       for (const n of this.nodes) if (n.raft !== undefined) this.checkInvariants(n, n.raft);
     } else {
@@ -645,10 +774,23 @@ export class Simulator {
       }
       for (const m of r.messages) {
         this.checker.onSend(node.id, m, 'before-persist', storage);
-        this.network.send(m);
+        if (m.type === 'Snap') this.startSnapshotTransfer(node, m);
+        else this.network.send(m);
       }
       const writes = r.hardState !== undefined || r.entries.length > 0;
-      if (writes) {
+      if (r.snapshot !== undefined) {
+        const staged = node.staged;
+        if (staged === undefined || staged.meta.index !== r.snapshot.index || staged.meta.term !== r.snapshot.term) {
+          throw new SafetyViolation('protocol', `node ${node.id}'s Ready installs snapshot ${r.snapshot.index}/${r.snapshot.term}, which was never staged`, { nodes: [node.id] });
+        }
+        if (this.maybeCrashInReady(node, 'during-install')) return;
+        this.checker.onInstallSnapshot(node.id, storage, r.snapshot, staged.data, r.hardState, r.entries, raft.role);
+        storage.installSnapshot(r.snapshot, staged.data, r.hardState, r.entries);
+        node.staged = undefined;
+        this.stats.snapshotsInstalled++;
+        this.trace.add(this.nowUnits, node.id, 'snapshot', undefined, `installed ${r.snapshot.index}/${r.snapshot.term}`);
+        if (this.maybeCrashInReady(node, 'after-persist')) return;
+      } else if (writes) {
         if (this.maybeCrashInReady(node, 'before-persist')) return;
         this.checker.onPersist(node.id, storage, r.hardState, r.entries, raft.role);
         storage.persist(r.hardState, r.entries);

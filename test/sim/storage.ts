@@ -2,23 +2,32 @@
 // loss of the Raft instance, and a restart reads back what is here. Each method is one atomic write.
 // The storage trusts its caller; the checker validates every write before it is made.
 
-import type { Entry, HardState, InitialState } from '../../src/raft/types.js';
+import type { Entry, HardState, InitialState, SnapshotMeta } from '../../src/raft/types.js';
 
 const EMPTY_HARD_STATE: HardState = { term: 0, vote: 0, commit: 0 };
 
 export class NodeStorage {
   private hard: HardState = EMPTY_HARD_STATE;
-  /** The persisted log. Invariant: log[k].index === k + 1. */
-  private readonly log: Entry[] = [];
-  /** The persisted state machine: every applied entry, in order. Invariant: applied === length. */
-  private readonly stateMachine: Entry[] = [];
+  /** The log's start: entries up to it were compacted or replaced by an installed snapshot. */
+  private start: SnapshotMeta = { index: 0, term: 0 };
+  /** The persisted log after `start`. Invariant: log[k].index === start.index + k + 1. */
+  private log: Entry[] = [];
+  /**
+   * The persisted state machine: every applied entry, in order (a snapshot of it is simply a prefix
+   * of this list). Invariant: applied === length.
+   */
+  private stateMachine: Entry[] = [];
 
   get hardState(): HardState {
     return this.hard;
   }
 
+  get logStart(): SnapshotMeta {
+    return this.start;
+  }
+
   get lastIndex(): number {
-    return this.log.length;
+    return this.start.index + this.log.length;
   }
 
   /** The state machine's applied index, stored with the data it applies. */
@@ -26,18 +35,25 @@ export class NodeStorage {
     return this.stateMachine.length;
   }
 
-  /** 0 for index 0, undefined past the end. */
+  /** The term at the log start for its index, undefined past the end or before the start. */
   termAt(index: number): number | undefined {
-    if (index === 0) return 0;
-    return this.log[index - 1]?.term;
+    if (index === this.start.index) return this.start.term;
+    if (index < this.start.index) return undefined;
+    return this.log[index - this.start.index - 1]?.term;
   }
 
   entryAt(index: number): Entry | undefined {
-    return index >= 1 ? this.log[index - 1] : undefined;
+    return index > this.start.index ? this.log[index - this.start.index - 1] : undefined;
   }
 
   appliedAt(index: number): Entry | undefined {
     return index >= 1 ? this.stateMachine[index - 1] : undefined;
+  }
+
+  /** A copy of the state machine as a snapshot: its data and its position. */
+  snapshot(): { meta: SnapshotMeta; data: Entry[] } {
+    const last = this.stateMachine[this.stateMachine.length - 1];
+    return { meta: { index: last?.index ?? 0, term: last?.term ?? 0 }, data: this.stateMachine.slice() };
   }
 
   /**
@@ -48,11 +64,38 @@ export class NodeStorage {
     if (hardState !== undefined) this.hard = hardState;
     const first = entries[0];
     if (first === undefined) return;
-    if (first.index < 1 || first.index > this.log.length + 1) {
-      throw new Error(`storage: write at index ${first.index} would leave a gap after ${this.log.length}`);
+    if (first.index <= this.start.index || first.index > this.lastIndex + 1) {
+      throw new Error(`storage: write at index ${first.index} outside (${this.start.index}, ${this.lastIndex + 1}]`);
     }
-    this.log.length = first.index - 1;
+    this.log.length = first.index - this.start.index - 1;
     for (const e of entries) this.log.push(e);
+  }
+
+  /**
+   * One atomic write that installs a snapshot received from a leader: the state machine becomes
+   * `data`, the log restarts after `meta` with `entries`, and the hard state is written.
+   */
+  installSnapshot(meta: SnapshotMeta, data: readonly Entry[], hardState: HardState | undefined, entries: readonly Entry[]): void {
+    if (data.length !== meta.index) throw new Error(`storage: snapshot at ${meta.index} holds ${data.length} entries`);
+    const first = entries[0];
+    if (first !== undefined && first.index !== meta.index + 1) {
+      throw new Error(`storage: entries after a snapshot at ${meta.index} start at ${first.index}`);
+    }
+    this.stateMachine = data.slice();
+    this.start = { index: meta.index, term: meta.term };
+    this.log = entries.slice();
+    if (hardState !== undefined) this.hard = hardState;
+  }
+
+  /** Drops the log up to `index`, which the state machine has applied (the snapshot covers it). */
+  compact(index: number): void {
+    if (index <= this.start.index) return;
+    if (index > this.applied || index > this.lastIndex) {
+      throw new Error(`storage: compact to ${index} past applied ${this.applied} or last ${this.lastIndex}`);
+    }
+    const term = this.termAt(index)!;
+    this.log = this.log.slice(index - this.start.index);
+    this.start = { index, term };
   }
 
   /** Applies entries (the next ones in order) and stores the new applied index, atomically. */
@@ -77,13 +120,13 @@ export class NodeStorage {
    * append before syncing it. Returns whether an entry was lost.
    */
   loseLastEntry(): boolean {
-    if (this.log.length <= this.hard.commit) return false;
+    if (this.lastIndex <= this.hard.commit || this.log.length === 0) return false;
     this.log.pop();
     return true;
   }
 
   /** What a restarting node reads back. Copies, so the node never aliases the storage's arrays. */
   initialState(): InitialState {
-    return { hardState: this.hard, entries: this.log.slice(), applied: this.stateMachine.length };
+    return { hardState: this.hard, snapshot: this.start, entries: this.log.slice(), applied: this.stateMachine.length };
   }
 }

@@ -18,6 +18,8 @@ export type TraceKind =
   | 'heal'
   | 'role'
   | 'phase'
+  | 'send'
+  | 'snapshot'
   | 'liveness';
 
 const KIND_CODES: Record<TraceKind, number> = {
@@ -34,6 +36,8 @@ const KIND_CODES: Record<TraceKind, number> = {
   phase: 11,
   liveness: 12,
   read: 13,
+  send: 14,
+  snapshot: 15,
 };
 
 interface TraceRecord {
@@ -137,5 +141,7 @@ export function formatMessage(m: Message): string {
       return `${head} ctx=${m.context}`;
     case 'ReadIndexResp':
       return `${head} ctx=${m.context} index=${m.index}`;
+    case 'Snap':
+      return m.snapshot ? `${head} snapshot=${m.snapshot.index}/${m.snapshot.term}` : `${head} (transfer requested)`;
   }
 }
