@@ -19,7 +19,9 @@ export type ErrorCode =
   /** The data directory is not ours: another cluster or node, not a raftkv store, unknown format. */
   | 'STORE_MISMATCH'
   /** The data directory cannot be used: missing (and creating was not allowed), locked, or I/O failed. */
-  | 'STORE_UNAVAILABLE';
+  | 'STORE_UNAVAILABLE'
+  /** A snapshot stream fails validation: not a snapshot, truncated, a bad checksum, a record over a limit. */
+  | 'SNAPSHOT_CORRUPT';
 
 export class RaftKvError extends Error {
   readonly code: ErrorCode;
@@ -55,5 +57,12 @@ export class StoreError extends RaftKvError {
   constructor(code: 'STORE_CORRUPT' | 'STORE_MISMATCH' | 'STORE_UNAVAILABLE', message: string, options?: { cause?: unknown }) {
     super(code, message);
     if (options?.cause !== undefined) this.cause = options.cause;
+  }
+}
+
+/** A snapshot stream (src/storage/snapshot-format.ts) cannot be decoded. The message says what is wrong and where. */
+export class SnapshotFormatError extends RaftKvError {
+  constructor(message: string) {
+    super('SNAPSHOT_CORRUPT', message);
   }
 }

@@ -1,6 +1,8 @@
 // The replicated KV state machine. It applies committed Raft entries in order; each apply() call is
 // ONE atomic synced write of the data changes, the session table changes and the new applied index
-// (NodeStore.writeState), so a restart never applies an entry twice or skips one.
+// and term (NodeStore.writeState), so a restart never applies an entry twice or skips one. Its data in
+// the store at the applied index is also its snapshot (NodeStore.openSnapshot); after a snapshot is
+// installed underneath it, reload() re-reads the session table.
 //
 // Everything apply() decides depends only on the entries and the state before them: the same log
 // gives the same data, the same results and the same session table on every replica. That includes
@@ -76,6 +78,22 @@ function hex(b: Uint8Array): string {
   return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
 }
 
+/** The stored session table's metadata (its size is bounded by maxSessions when it was written). */
+async function readSessions(store: NodeStore): Promise<Array<[string, SessionMeta]>> {
+  const loaded: Array<[string, SessionMeta]> = [];
+  for await (const [id, value] of store.scanSessions()) {
+    try {
+      loaded.push([fromUtf8(id), decodeSession(value).meta]);
+    } catch (err) {
+      if (err instanceof DecodeError) {
+        throw new StoreError('STORE_CORRUPT', `data directory ${store.dir}: session ${hex(id)} cannot be decoded (${err.message})`);
+      }
+      throw err;
+    }
+  }
+  return loaded;
+}
+
 /** The writes of one apply() call, not yet durable. Reads within the batch see them first. */
 class PendingBatch {
   /** null: deleted in this batch. */
@@ -110,19 +128,28 @@ export class KvStateMachine {
   /** Loads the session table from `store`. The store stays owned by the caller (who closes it). */
   static async open(store: NodeStore, options: KvStateMachineOptions = {}): Promise<KvStateMachine> {
     const table = new SessionTable(options.maxSessions ?? DEFAULT_MAX_SESSIONS, options.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS);
-    const loaded: Array<[string, SessionMeta]> = [];
-    for await (const [id, value] of store.scanSessions()) {
-      try {
-        loaded.push([fromUtf8(id), decodeSession(value).meta]);
-      } catch (err) {
-        if (err instanceof DecodeError) {
-          throw new StoreError('STORE_CORRUPT', `data directory ${store.dir}: session ${hex(id)} cannot be decoded (${err.message})`);
-        }
-        throw err;
-      }
-    }
-    table.load(loaded);
+    table.load(await readSessions(store));
     return new KvStateMachine(store, table);
+  }
+
+  /**
+   * Re-reads the session table and the session clock from the store, whose state was replaced (a
+   * snapshot was installed). The table keeps its limits. Must not overlap apply().
+   */
+  async reload(): Promise<void> {
+    if (this.failure !== undefined) throw this.failure;
+    if (this.applying) throw new Error('KvStateMachine.reload called while apply is in progress');
+    this.applying = true;
+    try {
+      const loaded = await readSessions(this.store);
+      this.sessions.load(loaded);
+      this.clockMs = this.store.sessionClockMs;
+    } catch (err) {
+      this.failure = err;
+      throw err;
+    } finally {
+      this.applying = false;
+    }
   }
 
   /** The index of the last applied entry (durable). */
@@ -163,6 +190,7 @@ export class KvStateMachine {
       for (const e of entries) results.push(await this.applyEntry(e, batch));
       await this.store.writeState({
         applied: expected - 1,
+        appliedTerm: (entries[entries.length - 1] as Entry).term,
         data: batch.dataChanges(),
         sessions: batch.sessionChanges(),
         sessionClockMs: this.clockMs,

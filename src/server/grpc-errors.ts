@@ -23,6 +23,7 @@ const statusOf: Record<ErrorCode, grpc.status> = {
   STORE_CORRUPT: grpc.status.INTERNAL,
   STORE_MISMATCH: grpc.status.INTERNAL,
   STORE_UNAVAILABLE: grpc.status.INTERNAL,
+  SNAPSHOT_CORRUPT: grpc.status.DATA_LOSS,
 };
 
 export function grpcStatusOf(code: ErrorCode): grpc.status {

@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type ApplyResult, type KvRecord, type KvStateMachineOptions } from '../../src/kv/index.js';
 import { createRng } from '../../src/raft/rng.js';
+import { SnapshotDecoder } from '../../src/storage/index.js';
 import { makeTempDir, removeTempDir } from '../storage/temp-dir.js';
 import { dec, enc, Harness, type CommandInput } from './harness.js';
 
@@ -417,6 +418,67 @@ describe('KvStateMachine', () => {
       await h.run({ op: 'put', key: new Uint8Array([0xff, 0xff, 1]), value: enc('x') }, put('z', 'z'));
       const r = await h.sm.range({ prefix: new Uint8Array([0xff, 0xff]) });
       expect(r.items.map((i) => [...i.key])).toEqual([[0xff, 0xff, 1]]);
+    });
+  });
+
+  describe('snapshots', () => {
+    it('stores the applied entry\'s term with the applied index', async () => {
+      let h = await open();
+      const [e] = h.entries([put('a', '1')]).map((x) => ({ ...x, term: 4 }));
+      await h.store.persist({ hardState: { term: 4, vote: 1, commit: 1 }, entries: [e!] });
+      await h.sm.apply([e!]);
+      expect(h.store.appliedTerm).toBe(4);
+      h = await reopen(h);
+      expect(h.store.appliedTerm).toBe(4);
+    });
+
+    it('reloads the session table and clock after a snapshot was installed underneath it', async () => {
+      const options = { maxSessions: 3 };
+      const a = await open('a', options);
+      await a.run(put('k', '1', { clientId: 'c1', seq: 1, proposedAtMs: 1000 }), put('j', '2', { clientId: 'c2', seq: 4, proposedAtMs: 2000 }));
+      const b = await open('b', options);
+      await b.run(put('old', 'x', { clientId: 'c9', seq: 1, proposedAtMs: 5 }));
+
+      // b receives a's snapshot (as a follower would) and installs it.
+      const reader = await a.store.openSnapshot();
+      const staging = await b.store.beginStaging();
+      const decoder = new SnapshotDecoder({ maxKeyBytes: 1024, maxValueBytes: 1024 });
+      for await (const chunk of reader.chunks(64)) await staging.write(decoder.push(chunk));
+      const { header } = decoder.end();
+      const meta = { index: header.index, term: header.term };
+      await b.store.persist({ hardState: { term: 1, vote: 0, commit: header.index }, entries: [], snapshot: { meta, staging, header } });
+      await b.sm.reload();
+
+      expect(b.sm.appliedIndex).toBe(2);
+      expect(b.sm.sessionCount).toBe(2);
+      expect(b.sm.session('c9')).toBeUndefined();
+      expect(b.sm.session('c1')).toEqual(a.sm.session('c1'));
+      expect(b.sm.session('c2')).toEqual(a.sm.session('c2'));
+      expect(await b.sm.get(enc('old'))).toBeUndefined();
+      expect(await b.sm.get(enc('k'))).toEqual(rec('1', 1, 1, 1));
+      // From here both replicas decide alike: the retry is deduplicated, the clock was carried over
+      // (a command stamped 1500 does not move it back), and the LRU order is the same.
+      const next = [
+        put('k', '1', { clientId: 'c1', seq: 1 }),
+        put('z', '3', { clientId: 'c3', seq: 1, proposedAtMs: 1500 }),
+        put('z', '4', { clientId: 'c4', seq: 1, proposedAtMs: 1600 }),
+      ];
+      expect(await b.run(...next)).toEqual(await a.run(...next));
+      expect(b.store.sessionClockMs).toBe(2000);
+      const ids = ['c1', 'c2', 'c3', 'c4', 'c9'];
+      expect(ids.map((id) => b.sm.session(id))).toEqual(ids.map((id) => a.sm.session(id)));
+      expect(b.sm.session('c1')).toBeUndefined(); // evicted by maxSessions, on both
+    });
+
+    it('refuses to reload while applying', async () => {
+      const h = await open();
+      const entries = h.entries([put('a', '1')]);
+      await h.commit(entries);
+      const applying = h.sm.apply(entries);
+      await expect(h.sm.reload()).rejects.toThrow('KvStateMachine.reload called while apply is in progress');
+      await applying;
+      await h.sm.reload();
+      expect(h.sm.appliedIndex).toBe(1);
     });
   });
 

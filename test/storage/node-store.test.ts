@@ -5,11 +5,11 @@ import { RaftKvError, StoreError } from '../../src/errors.js';
 import type { Entry, HardState } from '../../src/raft/types.js';
 import { NodeStore, type NodeStoreOptions } from '../../src/storage/index.js';
 import {
+  appliedKey,
   encodeHardState,
+  encodeSnapshotMeta,
   encodeU32,
-  encodeU64,
   logKey,
-  META_APPLIED,
   META_FORMAT_VERSION,
   META_HARD_STATE,
 } from '../../src/storage/keys.js';
@@ -68,11 +68,14 @@ describe('NodeStore', () => {
 
   it('creates a new store with an empty initial state', async () => {
     const s = await openStore();
-    expect(s.initialState()).toEqual({ hardState: { term: 0, vote: 0, commit: 0 }, entries: [], applied: 0 });
+    const empty = { hardState: { term: 0, vote: 0, commit: 0 }, snapshot: { index: 0, term: 0 }, entries: [], applied: 0 };
+    expect(s.initialState()).toEqual(empty);
     expect(s.lastIndex).toBe(0);
     expect(s.appliedIndex).toBe(0);
+    expect(s.appliedTerm).toBe(0);
+    expect(s.logStart).toEqual({ index: 0, term: 0 });
     const again = await reopen(s);
-    expect(again.initialState()).toEqual({ hardState: { term: 0, vote: 0, commit: 0 }, entries: [], applied: 0 });
+    expect(again.initialState()).toEqual(empty);
   });
 
   it('round-trips hard state and entries, including noop entries and empty data', async () => {
@@ -142,7 +145,7 @@ describe('NodeStore', () => {
     await expect(s.persist({ entries: [entry(3, 2), entry(5, 2)] })).rejects.toThrow(/cannot follow/);
     await expect(s.persist({ entries: entries(3, 3, 7) })).rejects.toThrow(/outside \[1, 2\]/);
     await expect(s.persist({ hardState: { term: 2, vote: 1, commit: 9 }, entries: [] })).rejects.toThrow(/past the last log index 2/);
-    await expect(s.writeState({ applied: 1 })).rejects.toThrow(/must be in \[0, 0\]/);
+    await expect(s.writeState({ applied: 1, appliedTerm: 1 })).rejects.toThrow(/must be in \[0, 0\]/);
     await s.persist({ hardState: { term: 2, vote: 1, commit: 2 }, entries: [] });
     await expect(s.persist({ entries: entries(2, 2, 2) })).rejects.toThrow(/would replace committed entries \(commit 2\)/);
   });
@@ -156,9 +159,11 @@ describe('NodeStore', () => {
   it('persists the applied index with the state changes', async () => {
     const s = await openStore();
     await s.persist({ hardState: { term: 1, vote: 1, commit: 2 }, entries: entries(1, 2, 1) });
-    await s.writeState({ applied: 2, data: [[new Uint8Array([1]), new Uint8Array([9])]], sessionClockMs: 1234 });
+    await expect(s.writeState({ applied: 2, appliedTerm: 2 })).rejects.toThrow(/applied term 2 at index 2 cannot follow term 0 at index 0 \(current term 1\)/);
+    await s.writeState({ applied: 2, appliedTerm: 1, data: [[new Uint8Array([1]), new Uint8Array([9])]], sessionClockMs: 1234 });
     const again = await reopen(s);
     expect(again.appliedIndex).toBe(2);
+    expect(again.appliedTerm).toBe(1);
     expect(again.sessionClockMs).toBe(1234);
     expect(again.initialState().applied).toBe(2);
     expect([...((await again.getData(new Uint8Array([1]))) ?? [])]).toEqual([9]);
@@ -215,7 +220,7 @@ describe('NodeStore', () => {
       expect((await openFails(dir)).message).toBe(`data directory ${dir}: the commit index 3 is past the end of the log (last index 2)`);
       await withRawDb(dir, async (db) => {
         await db.put(META_HARD_STATE, encodeHardState({ term: 1, vote: 1, commit: 1 }));
-        await db.put(META_APPLIED, encodeU64(2));
+        await db.put(appliedKey(0), encodeSnapshotMeta({ index: 2, term: 1 }));
       });
       const err = await openFails(dir);
       expect(err.code).toBe('STORE_CORRUPT');
@@ -235,7 +240,25 @@ describe('NodeStore', () => {
       await withRawDb(dir, (db) => db.put(META_FORMAT_VERSION, encodeU32(99)));
       const err = await openFails(dir);
       expect(err.code).toBe('STORE_MISMATCH');
-      expect(err.message).toBe(`data directory ${dir} has store format version 99; this raftkv understands version 1`);
+      expect(err.message).toBe(`data directory ${dir} has store format version 99; this raftkv understands version 2`);
+    });
+
+    it('a store of format version 1 (no migration)', async () => {
+      await (await openStore()).close();
+      await withRawDb(dir, (db) => db.put(META_FORMAT_VERSION, encodeU32(1)));
+      const err = await openFails(dir);
+      expect(err.code).toBe('STORE_MISMATCH');
+      expect(err.message).toBe(`data directory ${dir} has store format version 1; this raftkv understands version 2`);
+    });
+
+    it('an applied position whose term does not match the log', async () => {
+      const s = await openStore();
+      await s.persist({ hardState: { term: 2, vote: 1, commit: 2 }, entries: [entry(1, 1), entry(2, 2)] });
+      await s.close();
+      await withRawDb(dir, (db) => db.put(appliedKey(0), encodeSnapshotMeta({ index: 2, term: 1 })));
+      const err = await openFails(dir);
+      expect(err.code).toBe('STORE_CORRUPT');
+      expect(err.message).toBe(`data directory ${dir}: the applied index 2 has term 1, but the log has term 2 there`);
     });
 
     it('a non-empty directory that is not a LevelDB, and leaves it untouched', async () => {
