@@ -27,9 +27,13 @@
 //
 // Decoded entry data are views into the decoded buffer, not copies: the caller must not mutate the
 // frame while it holds them, and holding one keeps the whole frame's memory alive.
+//
+// A Snap message has no encoding: it never travels on the peer stream (the leader's node streams the
+// snapshot over InstallSnapshot, and the follower's node builds the Snap once a transfer completes).
+// Encoding one is a programmer error and throws RangeError.
 
 import { RaftKvError } from '../errors.js';
-import type { Entry, EntryType, Message, MessageType } from '../raft/types.js';
+import type { Entry, EntryType, Message, SnapshotRequest } from '../raft/types.js';
 
 export const CODEC_VERSION = 1;
 
@@ -43,7 +47,18 @@ export class MalformedFrameError extends RaftKvError {
   }
 }
 
-const TAG_BY_TYPE: Readonly<Record<MessageType, number>> = {
+/** The messages that travel on the peer stream: all but Snap. */
+export type WireMessage = Exclude<Message, SnapshotRequest>;
+export type WireMessageType = WireMessage['type'];
+
+/** Throws the programmer error of encoding a Snap message. */
+function snapNotEncodable(): never {
+  throw new RangeError(
+    'codec: a Snap message never travels on the peer stream; stream the snapshot with PeerTransport.sendSnapshot()',
+  );
+}
+
+const TAG_BY_TYPE: Readonly<Record<WireMessageType, number>> = {
   PreVote: 1,
   Vote: 2,
   PreVoteResp: 3,
@@ -101,8 +116,12 @@ function entryBytes(e: Entry): number {
   );
 }
 
-/** Bytes of one encoded message (not counting the batch header). */
+/**
+ * Bytes of one encoded message (not counting the batch header). Throws RangeError for a Snap message
+ * or a number that is not a non-negative safe integer.
+ */
 export function encodedMessageBytes(m: Message): number {
+  if (m.type === 'Snap') snapNotEncodable();
   let n = 1 + varintBytes(m.from, 'from') + varintBytes(m.to, 'to') + varintBytes(m.term, 'term');
   switch (m.type) {
     case 'PreVote':
@@ -156,6 +175,7 @@ function writeVarint(buf: Uint8Array, pos: number, v: number): number {
 }
 
 function writeMessage(buf: Uint8Array, pos: number, m: Message): number {
+  if (m.type === 'Snap') snapNotEncodable();
   buf[pos++] = TAG_BY_TYPE[m.type];
   pos = writeVarint(buf, pos, m.from);
   pos = writeVarint(buf, pos, m.to);
@@ -205,7 +225,8 @@ function writeMessage(buf: Uint8Array, pos: number, m: Message): number {
 
 /**
  * Encodes messages as one batch. Entry data are copied once, into the returned buffer. Throws
- * RangeError when a number in a message is not a non-negative safe integer (a programmer error).
+ * RangeError (a programmer error) for a Snap message, or when a number in a message is not a
+ * non-negative safe integer.
  */
 export function encodeBatch(messages: readonly Message[]): Buffer {
   let total = batchHeaderBytes(messages.length);
@@ -311,7 +332,7 @@ function readEntry(r: Reader): Entry {
   return { index, term, type, data };
 }
 
-function readMessage(r: Reader): Message {
+function readMessage(r: Reader): WireMessage {
   const tagAt = r.pos;
   const tag = r.u8('message tag');
   const from = r.varint('from');
@@ -365,19 +386,19 @@ function readMessage(r: Reader): Message {
 }
 
 /** Decodes a batch. Throws MalformedFrameError on anything that does not follow the format. */
-export function decodeBatch(frame: Uint8Array): Message[] {
+export function decodeBatch(frame: Uint8Array): WireMessage[] {
   const r = new Reader(frame);
   const version = r.u8('version');
   if (version !== CODEC_VERSION) r.fail(`unknown codec version ${version}`, 0);
   const n = r.count('message count', MIN_MESSAGE_BYTES);
-  const messages: Message[] = new Array<Message>(n);
+  const messages: WireMessage[] = new Array<WireMessage>(n);
   for (let i = 0; i < n; i++) messages[i] = readMessage(r);
   if (r.remaining !== 0) r.fail(`${r.remaining} trailing bytes after ${n} messages`);
   return messages;
 }
 
 /** Decodes one message encoded by encodeMessage. Throws MalformedFrameError like decodeBatch. */
-export function decodeMessage(bytes: Uint8Array): Message {
+export function decodeMessage(bytes: Uint8Array): WireMessage {
   const r = new Reader(bytes);
   const m = readMessage(r);
   if (r.remaining !== 0) r.fail(`${r.remaining} trailing bytes after the message`);

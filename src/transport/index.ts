@@ -11,12 +11,28 @@ export {
   DEFAULT_CLOSE_TIMEOUT_MS,
   DEFAULT_KEEPALIVE_TIME_MS,
   DEFAULT_KEEPALIVE_TIMEOUT_MS,
+  DEFAULT_MAX_SNAPSHOT_CHUNKS_IN_FLIGHT,
+  DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES,
+  DEFAULT_SNAPSHOT_IDLE_TIMEOUT_MS,
+  DEFAULT_MAX_SNAPSHOT_TRANSFERS,
   type DropCounts,
   type LinkFilter,
   type PeerStats,
   type PeerTransportOptions,
+  type SnapshotStats,
   type TransportStats,
 } from './peer-transport.js';
-export { decodeBatch, encodeBatch, decodeMessage, encodeMessage, encodedMessageBytes, MalformedFrameError } from './codec.js';
-export { PEER_PROTO_PATH, PEER_SERVICE_NAME, peerPackageDefinition } from './peer-service.js';
+export { SnapshotTransferError, type SnapshotFailureKind } from './snapshot-sender.js';
+export type { SnapshotHandler, SnapshotSink } from './snapshot-receiver.js';
+export {
+  decodeBatch,
+  encodeBatch,
+  decodeMessage,
+  encodeMessage,
+  encodedMessageBytes,
+  MalformedFrameError,
+  type WireMessage,
+  type WireMessageType,
+} from './codec.js';
+export { PEER_PROTO_PATH, PEER_SERVICE_NAME, peerPackageDefinition, SNAPSHOT_CHUNK_OVERHEAD_BYTES } from './peer-service.js';
 export type { TransportLogger } from './logger.js';

@@ -41,7 +41,51 @@ export type PeerAck = Record<string, never>;
 
 export const streamMethod = peerServiceDefinition['Stream'] as grpc.MethodDefinition<PeerFrame, PeerAck>;
 
-/** Metadata keys of a Stream call (see proto/raft.proto). */
+/**
+ * A SnapshotChunk as protobufjs takes it (numbers) and gives it (uint64 as decimal strings, since the
+ * loader uses `longs: String`: see parseUint64).
+ */
+export interface SnapshotChunkPb {
+  term: number | string;
+  seq: number | string;
+  data: Uint8Array;
+  last: boolean;
+}
+
+/** A SnapshotAck, as SnapshotChunkPb. */
+export interface SnapshotAckPb {
+  seq: number | string;
+  done: boolean;
+  index: number | string;
+  term: number | string;
+}
+
+export const installSnapshotMethod = peerServiceDefinition['InstallSnapshot'] as grpc.MethodDefinition<
+  SnapshotChunkPb,
+  SnapshotAckPb
+>;
+
+/**
+ * A decoded uint64 as a number, or undefined when it is not a non-negative safe integer (never a
+ * silently rounded one). Takes the decimal strings protobufjs gives, and numbers.
+ */
+export function parseUint64(v: unknown): number | undefined {
+  if (typeof v === 'number') return Number.isSafeInteger(v) && v >= 0 ? v : undefined;
+  if (typeof v !== 'string' || !/^(0|[1-9][0-9]{0,15})$/.test(v)) return undefined;
+  const n = Number(v);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+/**
+ * Bytes a SnapshotChunk adds around its data: term and seq (a tag and a 64-bit varint each, 11 bytes),
+ * the data's tag and length (6 bytes below 4 GiB) and `last` (2 bytes), rounded up.
+ */
+export const SNAPSHOT_CHUNK_OVERHEAD_BYTES = 32;
+
+/** The largest encoded SnapshotAck: a tag and a 64-bit varint for each number, 2 bytes for `done`. */
+export const MAX_SNAPSHOT_ACK_BYTES = 3 * 11 + 2;
+
+/** Metadata keys of a Stream or InstallSnapshot call (see proto/raft.proto). */
 export const METADATA_CLUSTER_ID = 'raftkv-cluster-id';
 export const METADATA_FROM_NODE = 'raftkv-from-node';
 export const METADATA_TO_NODE = 'raftkv-to-node';

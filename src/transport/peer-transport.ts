@@ -11,9 +11,15 @@
 //   server.bindAsync(listenAddress, credentials, ...);
 //   ... transport.send(ready.messages) ... transport.send(ready.messagesAfterPersist) ...
 //   await transport.close(); server.tryShutdown(...);   // close first: peer streams are long-lived
+//
+// Snapshots do not travel on the peer stream (send() refuses a Snap message): the leader's node
+// streams one with sendSnapshot() over an InstallSnapshot call of its own, with flow control (see
+// snapshot-sender.ts), and the follower's node receives it through the onSnapshot handler's
+// SnapshotSink (see snapshot-receiver.ts).
 
 import * as grpc from '@grpc/grpc-js';
-import type { Message, NodeId } from '../raft/types.js';
+import { LimitError, RaftKvError } from '../errors.js';
+import type { Message, NodeId, SnapshotMeta } from '../raft/types.js';
 import { Backoff } from './backoff.js';
 import { decodeBatch, encodedMessageBytes, MalformedFrameError } from './codec.js';
 import { silentLogger, type TransportLogger } from './logger.js';
@@ -27,7 +33,18 @@ import {
   type PeerAck,
   type PeerFrame,
   peerServiceDefinition,
+  SNAPSHOT_CHUNK_OVERHEAD_BYTES,
+  type SnapshotAckPb,
+  type SnapshotChunkPb,
 } from './peer-service.js';
+import {
+  linkCutStatus,
+  SnapshotReceiver,
+  type SnapshotHandler,
+  type SnapshotReceiveCounters,
+  type StatusError,
+} from './snapshot-receiver.js';
+import { releaseChunks, SnapshotSender, SnapshotTransferError, type SnapshotSendCounters } from './snapshot-sender.js';
 
 export { DEFAULT_MAX_MESSAGE_BYTES, peerServerOptions } from './peer-service.js';
 
@@ -41,6 +58,11 @@ export const DEFAULT_KEEPALIVE_TIME_MS = 10_000;
 export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 5000;
 /** The smallest maxMessageBytes accepted: room for a frame with a few small messages. */
 export const MIN_MAX_MESSAGE_BYTES = 256;
+export const DEFAULT_MAX_SNAPSHOT_CHUNKS_IN_FLIGHT = 4;
+/** The default is lowered to fit maxMessageBytes when that is set below about 1 MiB. */
+export const DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
+export const DEFAULT_SNAPSHOT_IDLE_TIMEOUT_MS = 30_000;
+export const DEFAULT_MAX_SNAPSHOT_TRANSFERS = 2;
 
 /** Whether a message from `from` to `to` may pass. Test-only: see PeerTransport.setLinkFilter. */
 export type LinkFilter = (from: NodeId, to: NodeId) => boolean;
@@ -73,6 +95,31 @@ export interface PeerTransportOptions {
   readonly channelCredentials?: grpc.ChannelCredentials;
   /** Receives every accepted incoming message; also settable with onMessage(). */
   readonly onMessage?: (message: Message) => void;
+  /**
+   * Limit: chunks of an outgoing snapshot written and not yet acknowledged (the sender pulls at most
+   * one more from its iterable). Default DEFAULT_MAX_SNAPSHOT_CHUNKS_IN_FLIGHT (4).
+   */
+  readonly maxSnapshotChunksInFlight?: number;
+  /**
+   * Limit: data bytes of one snapshot chunk, both ways. A larger outgoing chunk is a programmer error;
+   * a larger incoming one ends the call with RESOURCE_EXHAUSTED. A chunk must fit in one gRPC message:
+   * at most maxMessageBytes - SNAPSHOT_CHUNK_OVERHEAD_BYTES (every node is assumed to use the same
+   * maxMessageBytes). Default 1 MiB, or that bound if it is lower.
+   */
+  readonly maxSnapshotChunkBytes?: number;
+  /**
+   * A snapshot transfer that makes no progress for this long is ended: the sender cancels it when no
+   * ack comes (the receiver's finish() must also complete within it), the receiver ends it when no
+   * chunk comes. Default DEFAULT_SNAPSHOT_IDLE_TIMEOUT_MS (30 s).
+   */
+  readonly snapshotIdleTimeoutMs?: number;
+  /** Limit: outgoing snapshot transfers at once, to all peers together. Default 2. */
+  readonly maxSnapshotTransfers?: number;
+  /**
+   * Opens a sink for each incoming snapshot; also settable with onSnapshot(). Without one, snapshot
+   * transfers are refused with UNIMPLEMENTED.
+   */
+  readonly onSnapshot?: SnapshotHandler;
   readonly logger?: TransportLogger;
   /** The jitter source for reconnect delays, a float in [0, 1). Default Math.random. */
   readonly random?: () => number;
@@ -96,6 +143,26 @@ export interface DropCounts {
   readonly noHandler: number;
 }
 
+/** One peer's snapshot transfers, both ways. Bytes count chunk data, not framing. */
+export interface SnapshotStats {
+  /** Outgoing transfers to the peer running now. */
+  readonly sending: number;
+  /** The peer has an incoming transfer into this node running now (at most one). */
+  readonly receiving: boolean;
+  /** Outgoing transfers the peer confirmed installed. */
+  readonly sentTransfers: number;
+  /** Outgoing chunk bytes the peer acknowledged. */
+  readonly sentBytes: number;
+  /** Outgoing transfers that failed, timed out, were aborted or refused (by a limit too). */
+  readonly sendFailures: number;
+  /** Incoming transfers installed. */
+  readonly receivedTransfers: number;
+  /** Incoming chunk bytes a sink accepted. */
+  readonly receivedBytes: number;
+  /** Incoming transfers that were accepted, then refused or broken. */
+  readonly receiveFailures: number;
+}
+
 export interface PeerStats {
   readonly address: string;
   /** An outgoing stream to the peer is open and the peer accepted it. */
@@ -115,6 +182,7 @@ export interface PeerStats {
   /** Outgoing streams opened, successful or not. */
   readonly connectAttempts: number;
   readonly dropped: DropCounts;
+  readonly snapshots: SnapshotStats;
   /** Why the last outgoing stream failed; cleared when one is accepted. */
   readonly lastError?: string;
 }
@@ -123,8 +191,13 @@ export interface TransportStats {
   readonly peers: ReadonlyMap<NodeId, PeerStats>;
   /** Messages given to send() for a node that is not a peer. */
   readonly droppedUnknownPeerMessages: number;
-  /** Incoming streams refused: wrong cluster, unknown sender, wrong target, bad metadata, closing. */
+  /**
+   * Incoming calls (Stream or InstallSnapshot) refused before reading anything: wrong cluster,
+   * unknown sender, wrong target, bad metadata, closing, no snapshot handler, link cut.
+   */
   readonly refusedStreams: number;
+  /** Outgoing snapshot transfers running now, to all peers (limit maxSnapshotTransfers). */
+  readonly snapshotTransfers: number;
 }
 
 interface IncomingCounters {
@@ -144,6 +217,11 @@ interface Peer {
   /** The peer's accepted stream into this node. Invariant: at most one per peer. */
   inbound: InboundStream | undefined;
   loggedMisaddressed: boolean;
+  readonly snapshots: SnapshotSendCounters & SnapshotReceiveCounters;
+  /** Outgoing snapshot transfers to the peer that have not settled. */
+  readonly snapshotSends: Set<SnapshotSender>;
+  /** The peer's incoming snapshot transfer. Invariant: at most one per peer. */
+  snapshotReceive: SnapshotReceiver | undefined;
 }
 
 interface InboundStream {
@@ -153,8 +231,6 @@ interface InboundStream {
   done: boolean;
 }
 
-type StatusError = Partial<grpc.StatusObject> & { code: grpc.status; details: string };
-
 export class PeerTransport {
   readonly nodeId: NodeId;
   readonly clusterId: string;
@@ -162,6 +238,17 @@ export class PeerTransport {
   private readonly peers = new Map<NodeId, Peer>();
   private readonly logger: TransportLogger;
   private handler: ((message: Message) => void) | undefined;
+  private snapshotHandler: SnapshotHandler | undefined;
+  readonly maxSnapshotChunksInFlight: number;
+  readonly maxSnapshotChunkBytes: number;
+  readonly snapshotIdleTimeoutMs: number;
+  readonly maxSnapshotTransfers: number;
+  /** Outgoing snapshot transfers that have not settled. Invariant: size <= maxSnapshotTransfers. */
+  private readonly snapshotSends = new Set<SnapshotSender>();
+  private readonly credentials: grpc.ChannelCredentials;
+  private readonly connectTimeoutMs: number;
+  private readonly keepaliveTimeMs: number;
+  private readonly keepaliveTimeoutMs: number;
   private linkFilter: LinkFilter | undefined;
   private closed = false;
   private closing: Promise<void> | undefined;
@@ -197,6 +284,25 @@ export class PeerTransport {
     const credentials = o.channelCredentials ?? grpc.credentials.createInsecure();
     this.logger = o.logger ?? silentLogger;
     this.handler = o.onMessage;
+    this.snapshotHandler = o.onSnapshot;
+    this.credentials = credentials;
+    this.connectTimeoutMs = connectTimeoutMs;
+    this.keepaliveTimeMs = keepaliveTimeMs;
+    this.keepaliveTimeoutMs = keepaliveTimeoutMs;
+    this.maxSnapshotChunksInFlight = positiveInt(
+      o.maxSnapshotChunksInFlight ?? DEFAULT_MAX_SNAPSHOT_CHUNKS_IN_FLIGHT,
+      'maxSnapshotChunksInFlight',
+    );
+    const chunkBytesBound = this.maxMessageBytes - SNAPSHOT_CHUNK_OVERHEAD_BYTES;
+    this.maxSnapshotChunkBytes = o.maxSnapshotChunkBytes ?? Math.min(DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES, chunkBytesBound);
+    if (!Number.isSafeInteger(this.maxSnapshotChunkBytes) || this.maxSnapshotChunkBytes < 1 || this.maxSnapshotChunkBytes > chunkBytesBound) {
+      throw new RangeError(
+        `PeerTransport: maxSnapshotChunkBytes must be an integer in [1, maxMessageBytes - ${SNAPSHOT_CHUNK_OVERHEAD_BYTES}] ` +
+          `= [1, ${chunkBytesBound}] (a chunk must fit in one gRPC message), got ${this.maxSnapshotChunkBytes}`,
+      );
+    }
+    this.snapshotIdleTimeoutMs = positiveInt(o.snapshotIdleTimeoutMs ?? DEFAULT_SNAPSHOT_IDLE_TIMEOUT_MS, 'snapshotIdleTimeoutMs');
+    this.maxSnapshotTransfers = positiveInt(o.maxSnapshotTransfers ?? DEFAULT_MAX_SNAPSHOT_TRANSFERS, 'maxSnapshotTransfers');
 
     for (const [id, address] of o.peers) {
       if (id === this.nodeId) continue;
@@ -234,22 +340,42 @@ export class PeerTransport {
         },
         inbound: undefined,
         loggedMisaddressed: false,
+        snapshots: {
+          sentTransfers: 0,
+          sentBytes: 0,
+          sendFailures: 0,
+          receivedTransfers: 0,
+          receivedBytes: 0,
+          receiveFailures: 0,
+        },
+        snapshotSends: new Set(),
+        snapshotReceive: undefined,
       });
     }
   }
 
   /**
    * Queues messages for their destinations and returns at once. Messages to one peer leave in the
-   * order given (a reconnect may rarely reorder them, which Raft tolerates); what cannot be queued is dropped and counted (see DropCounts). Throws only on a
-   * programmer error: a message whose `from` is not this node, or whose numbers are not safe
-   * non-negative integers.
+   * order given (a reconnect may rarely reorder them, which Raft tolerates); what cannot be queued is
+   * dropped and counted (see DropCounts). Throws RangeError only on a programmer error, and then
+   * before queueing anything of the batch: a message whose `from` is not this node, a Snap message
+   * (a snapshot never travels on the peer stream: stream it with sendSnapshot()), or a message whose
+   * numbers are not safe non-negative integers (this one may leave the batch partly queued).
    */
   send(messages: readonly Message[]): void {
-    if (this.closed) return;
     for (const m of messages) {
       if (m.from !== this.nodeId) {
         throw new RangeError(`PeerTransport.send: message from ${m.from} given to the transport of node ${this.nodeId}`);
       }
+      if (m.type === 'Snap') {
+        throw new RangeError(
+          `PeerTransport.send: a Snap message (to node ${m.to}) never travels on the peer stream; ` +
+            `stream the snapshot with sendSnapshot()`,
+        );
+      }
+    }
+    if (this.closed) return;
+    for (const m of messages) {
       const peer = this.peers.get(m.to);
       if (peer === undefined) {
         this.droppedUnknownPeerMessages++;
@@ -268,6 +394,115 @@ export class PeerTransport {
   }
 
   /**
+   * Streams a snapshot to `to` over an InstallSnapshot call of its own, in chunks pulled from `chunks`
+   * as the flow-control window allows (at most maxSnapshotChunksInFlight written and not acked, plus
+   * one held back to learn whether it is the last), and resolves with the index and term the peer
+   * says it installed. `term` is this leader's term, sent in every chunk. Each chunk is held until
+   * after the next pull, so the producer must yield a fresh buffer each time, never reuse one.
+   *
+   * Rejects, never throws:
+   *  - LimitError (TOO_MANY_REQUESTS), at once, when maxSnapshotTransfers transfers are running;
+   *  - SnapshotTransferError (a RaftKvError) on any other failure: code UNAVAILABLE for a refusal or
+   *    failure of the peer (with its status and message), a broken or refused call, a cut link, a
+   *    closing transport, or an abort through `opts.signal` (the message says "aborted"); TIMEOUT
+   *    when no ack comes for snapshotIdleTimeoutMs or the call is not accepted within
+   *    connectTimeoutMs; the source's code (else INTERNAL) when `chunks` throws;
+   *  - RangeError on a programmer error: `to` not a peer, `term` not a positive safe integer, a
+   *    chunk that is not a Uint8Array or is larger than maxSnapshotChunkBytes.
+   * Whatever ends a transfer early, the call is cancelled and the iterator taken from `chunks` gets
+   * return() (not awaited), unless it finished by itself: even a transfer refused at once takes
+   * an iterator and returns it, so a producer never leaks what it opened.
+   *
+   * The peer keeps one incoming transfer per sender: a second transfer to the same peer ends the
+   * first one (which rejects with the peer's ABORTED). The test link filter refuses a transfer
+   * across a cut link, in either direction, and setLinkFilter() breaks a running one.
+   */
+  sendSnapshot(
+    to: NodeId,
+    term: number,
+    chunks: AsyncIterable<Uint8Array>,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<SnapshotMeta> {
+    const peer = this.peers.get(to);
+    const refuse = (err: Error): Promise<SnapshotMeta> => {
+      releaseChunks(chunks, this.logger);
+      if (peer !== undefined) peer.snapshots.sendFailures++;
+      return Promise.reject(err);
+    };
+    if (typeof (chunks as Partial<AsyncIterable<Uint8Array>> | null | undefined)?.[Symbol.asyncIterator] !== 'function') {
+      return Promise.reject(new RangeError('PeerTransport.sendSnapshot: chunks must be an AsyncIterable<Uint8Array>'));
+    }
+    if (peer === undefined) {
+      return refuse(new RangeError(`PeerTransport.sendSnapshot: node ${to} is not a peer of node ${this.nodeId}`));
+    }
+    if (!Number.isSafeInteger(term) || term < 1) {
+      return refuse(new RangeError(`PeerTransport.sendSnapshot: term must be a positive safe integer, got ${term}`));
+    }
+    const failed = (kind: 'closed' | 'aborted' | 'link-cut', what: string): Promise<SnapshotMeta> =>
+      refuse(new SnapshotTransferError('UNAVAILABLE', to, kind, `snapshot transfer to node ${to} ${what}`));
+    if (this.closed) return failed('closed', `failed: node ${this.nodeId}'s transport is closed`);
+    if (opts.signal?.aborted === true) {
+      const reason: unknown = opts.signal.reason;
+      return failed('aborted', `aborted: ${reason instanceof Error ? reason.message : String(reason)}`);
+    }
+    if (!this.linkOpen(to)) return failed('link-cut', `failed: ${linkCutStatus(this.nodeId, to).details}`);
+    if (this.snapshotSends.size >= this.maxSnapshotTransfers) {
+      return refuse(
+        new LimitError(
+          'TOO_MANY_REQUESTS',
+          'maxSnapshotTransfers',
+          this.maxSnapshotTransfers,
+          `snapshot transfer to node ${to} refused: ${this.snapshotSends.size} snapshot transfers are running`,
+        ),
+      );
+    }
+    let sender: SnapshotSender;
+    try {
+      sender = new SnapshotSender(
+        {
+          localId: this.nodeId,
+          peerId: to,
+          address: peer.address,
+          clusterId: this.clusterId,
+          credentials: this.credentials,
+          term,
+          maxChunksInFlight: this.maxSnapshotChunksInFlight,
+          maxChunkBytes: this.maxSnapshotChunkBytes,
+          connectTimeoutMs: this.connectTimeoutMs,
+          idleTimeoutMs: this.snapshotIdleTimeoutMs,
+          keepaliveTimeMs: this.keepaliveTimeMs,
+          keepaliveTimeoutMs: this.keepaliveTimeoutMs,
+          counters: peer.snapshots,
+          logger: this.logger,
+          linkOpen: () => this.linkOpen(to),
+          onSettled: () => {
+            this.snapshotSends.delete(sender);
+            peer.snapshotSends.delete(sender);
+          },
+        },
+        chunks,
+        opts.signal,
+      );
+    } catch (e) {
+      // chunks[Symbol.asyncIterator]() threw: the caller's iterable is broken.
+      peer.snapshots.sendFailures++;
+      return Promise.reject(e);
+    }
+    this.snapshotSends.add(sender);
+    peer.snapshotSends.add(sender);
+    sender.start();
+    return sender.result;
+  }
+
+  /**
+   * Sets the receiver of incoming snapshots (replacing any earlier one); see SnapshotHandler and
+   * SnapshotSink. Transfers already running keep their sinks.
+   */
+  onSnapshot(handler: SnapshotHandler): void {
+    this.snapshotHandler = handler;
+  }
+
+  /**
    * Sets the receiver of incoming messages (replacing any earlier one). It is called synchronously,
    * once per message, in the order the sender sent them. It must not throw: an exception is taken for
    * a programmer error, ends the stream and is rethrown asynchronously (crashing the process).
@@ -282,9 +517,20 @@ export class PeerTransport {
    * queue) and on the receiving side (before delivery), so giving every transport of a cluster the
    * same filter cuts exactly the links it names, in the direction it names. Dropped messages are
    * counted as linkFilterOut / linkFilterIn. Streams stay open. Pass undefined to heal all links.
+   *
+   * A snapshot transfer needs both directions (chunks one way, acks the other): a link cut either
+   * way refuses new transfers over it and breaks running ones, at once and on every chunk and ack.
    */
   setLinkFilter(filter: LinkFilter | undefined): void {
     this.linkFilter = filter;
+    for (const p of this.peers.values()) {
+      if (this.linkOpen(p.id)) continue;
+      const cut = linkCutStatus(this.nodeId, p.id);
+      for (const s of [...p.snapshotSends]) {
+        s.fail(new SnapshotTransferError('UNAVAILABLE', p.id, 'link-cut', `snapshot transfer to node ${p.id} failed: ${cut.details}`));
+      }
+      p.snapshotReceive?.fail(cut);
+    }
   }
 
   /**
@@ -297,6 +543,7 @@ export class PeerTransport {
     server.addService(peerServiceDefinition, {
       Stream: (call: grpc.ServerReadableStream<PeerFrame, PeerAck>, callback: grpc.sendUnaryData<PeerAck>) =>
         this.onStream(call, callback),
+      InstallSnapshot: (call: grpc.ServerDuplexStream<SnapshotChunkPb, SnapshotAckPb>) => this.onInstallSnapshot(call),
     });
   }
 
@@ -327,6 +574,11 @@ export class PeerTransport {
           misaddressed: inc.droppedMisaddressed,
           noHandler: inc.droppedNoHandler,
         },
+        snapshots: {
+          sending: p.snapshotSends.size,
+          receiving: p.snapshotReceive !== undefined,
+          ...p.snapshots,
+        },
         ...(lastError !== undefined ? { lastError } : {}),
       });
     }
@@ -334,20 +586,26 @@ export class PeerTransport {
       peers,
       droppedUnknownPeerMessages: this.droppedUnknownPeerMessages,
       refusedStreams: this.refusedStreams,
+      snapshotTransfers: this.snapshotSends.size,
     };
   }
 
   /**
    * Ends every stream (outgoing ones gracefully, bounded by closeTimeoutMs; incoming ones with
-   * UNAVAILABLE), cancels every timer and drops what is queued. Resolves when all outgoing streams
-   * have ended. Idempotent. send() does nothing afterwards and new incoming streams are refused.
+   * UNAVAILABLE), cancels every timer and drops what is queued. Outgoing snapshot transfers are
+   * cancelled and reject; incoming ones end with UNAVAILABLE and their sinks are aborted. Resolves
+   * when all outgoing streams have ended. Idempotent. send() does nothing afterwards, sendSnapshot()
+   * rejects, and new incoming calls are refused.
    */
   close(): Promise<void> {
     if (this.closing === undefined) {
       this.closed = true;
+      const shuttingDown = { code: grpc.status.UNAVAILABLE, details: `node ${this.nodeId} is shutting down` };
       for (const p of this.peers.values()) {
-        if (p.inbound !== undefined) {
-          this.endInbound(p.inbound, { code: grpc.status.UNAVAILABLE, details: `node ${this.nodeId} is shutting down` });
+        if (p.inbound !== undefined) this.endInbound(p.inbound, shuttingDown);
+        p.snapshotReceive?.fail(shuttingDown);
+        for (const s of [...p.snapshotSends]) {
+          s.fail(new SnapshotTransferError('UNAVAILABLE', p.id, 'closed', `snapshot transfer to node ${p.id} failed: node ${this.nodeId}'s transport is closing`));
         }
       }
       this.closing = Promise.all([...this.peers.values()].map((p) => p.link.close())).then(() => undefined);
@@ -359,45 +617,57 @@ export class PeerTransport {
     return this.linkFilter === undefined || this.linkFilter(from, to);
   }
 
+  /** Both directions between this node and `peer` pass the link filter (what a snapshot transfer needs). */
+  private linkOpen(peer: NodeId): boolean {
+    return this.allows(this.nodeId, peer) && this.allows(peer, this.nodeId);
+  }
+
   // -------------------------------------------------------------------------------------------
   // The receiving side
 
-  private onStream(call: grpc.ServerReadableStream<PeerFrame, PeerAck>, callback: grpc.sendUnaryData<PeerAck>): void {
-    const refuse = (code: grpc.status, details: string): void => {
-      this.refusedStreams++;
-      this.logger.warn(`refused a peer stream from ${call.getPeer()}: ${details}`);
-      callback({ code, details });
-    };
-    if (this.closed) return refuse(grpc.status.UNAVAILABLE, `node ${this.nodeId} is shutting down`);
-    const clusterId = singleString(call.metadata, METADATA_CLUSTER_ID);
-    const from = parseNodeId(singleString(call.metadata, METADATA_FROM_NODE));
-    const to = parseNodeId(singleString(call.metadata, METADATA_TO_NODE));
+  /** The peer a Stream or InstallSnapshot call comes from, or the status that refuses the call. */
+  private checkCaller(metadata: grpc.Metadata): Peer | StatusError {
+    if (this.closed) return { code: grpc.status.UNAVAILABLE, details: `node ${this.nodeId} is shutting down` };
+    const clusterId = singleString(metadata, METADATA_CLUSTER_ID);
+    const from = parseNodeId(singleString(metadata, METADATA_FROM_NODE));
+    const to = parseNodeId(singleString(metadata, METADATA_TO_NODE));
     if (clusterId === undefined || from === undefined || to === undefined) {
-      return refuse(
-        grpc.status.INVALID_ARGUMENT,
-        `a peer stream needs the metadata ${METADATA_CLUSTER_ID}, ${METADATA_FROM_NODE} and ${METADATA_TO_NODE} ` +
+      return {
+        code: grpc.status.INVALID_ARGUMENT,
+        details:
+          `a peer call needs the metadata ${METADATA_CLUSTER_ID}, ${METADATA_FROM_NODE} and ${METADATA_TO_NODE} ` +
           `(one value each; node ids are positive integers)`,
-      );
+      };
     }
     if (clusterId !== this.clusterId) {
-      return refuse(
-        grpc.status.FAILED_PRECONDITION,
-        `cluster id mismatch: node ${from} is in cluster "${clusterId}", node ${this.nodeId} is in cluster "${this.clusterId}"`,
-      );
+      return {
+        code: grpc.status.FAILED_PRECONDITION,
+        details: `cluster id mismatch: node ${from} is in cluster "${clusterId}", node ${this.nodeId} is in cluster "${this.clusterId}"`,
+      };
     }
     const peer = this.peers.get(from);
     if (peer === undefined) {
-      return refuse(grpc.status.PERMISSION_DENIED, `node ${from} is not a peer of node ${this.nodeId} in cluster "${this.clusterId}"`);
+      return { code: grpc.status.PERMISSION_DENIED, details: `node ${from} is not a peer of node ${this.nodeId} in cluster "${this.clusterId}"` };
     }
     if (to !== this.nodeId) {
-      return refuse(
-        grpc.status.FAILED_PRECONDITION,
-        `node ${from} meant to reach node ${to} but reached node ${this.nodeId}: its address for node ${to} is wrong`,
-      );
+      return {
+        code: grpc.status.FAILED_PRECONDITION,
+        details: `node ${from} meant to reach node ${to} but reached node ${this.nodeId}: its address for node ${to} is wrong`,
+      };
+    }
+    return peer;
+  }
+
+  private onStream(call: grpc.ServerReadableStream<PeerFrame, PeerAck>, callback: grpc.sendUnaryData<PeerAck>): void {
+    const peer = this.checkCaller(call.metadata);
+    if (!isPeer(peer)) {
+      this.refusedStreams++;
+      this.logger.warn(`refused a peer stream from ${call.getPeer()}: ${peer.details}`);
+      return callback(peer);
     }
     if (peer.inbound !== undefined) {
       // A reconnecting peer's old stream may linger (half-open); keep one stream per peer.
-      this.endInbound(peer.inbound, { code: grpc.status.ABORTED, details: `superseded by a newer stream from node ${from}` });
+      this.endInbound(peer.inbound, { code: grpc.status.ABORTED, details: `superseded by a newer stream from node ${peer.id}` });
     }
     const stream: InboundStream = { peer, call, callback, done: false };
     peer.inbound = stream;
@@ -466,6 +736,45 @@ export class PeerTransport {
     }
   }
 
+  private onInstallSnapshot(call: grpc.ServerDuplexStream<SnapshotChunkPb, SnapshotAckPb>): void {
+    // Refusing sends a trailers-only response: the sender learns why before writing anything.
+    const refuse = (status: StatusError): void => {
+      this.refusedStreams++;
+      this.logger.warn(`refused a snapshot transfer from ${call.getPeer()}: ${status.details}`);
+      call.emit('error', status); // grpc-js turns an emitted error into the call's status
+    };
+    const peer = this.checkCaller(call.metadata);
+    if (!isPeer(peer)) return refuse(peer);
+    if (this.snapshotHandler === undefined) {
+      return refuse({ code: grpc.status.UNIMPLEMENTED, details: `node ${this.nodeId} does not accept snapshots: it has no onSnapshot handler` });
+    }
+    if (!this.linkOpen(peer.id)) return refuse(linkCutStatus(peer.id, this.nodeId));
+    // A sender that restarted a transfer has given up on the older one: keep one per sender.
+    peer.snapshotReceive?.fail({ code: grpc.status.ABORTED, details: `superseded by a newer snapshot transfer from node ${peer.id}` });
+    const receiver: SnapshotReceiver = new SnapshotReceiver(
+      {
+        localId: this.nodeId,
+        peerId: peer.id,
+        maxChunkBytes: this.maxSnapshotChunkBytes,
+        idleTimeoutMs: this.snapshotIdleTimeoutMs,
+        counters: peer.snapshots,
+        logger: this.logger,
+        linkOpen: () => this.linkOpen(peer.id),
+        openSink: (from, term) => {
+          const handler = this.snapshotHandler;
+          if (handler === undefined) throw new RaftKvError('UNAVAILABLE', `node ${this.nodeId} has no onSnapshot handler`);
+          return handler(from, term);
+        },
+        onEnd: () => {
+          if (peer.snapshotReceive === receiver) peer.snapshotReceive = undefined;
+        },
+      },
+      call,
+    );
+    peer.snapshotReceive = receiver;
+    receiver.start();
+  }
+
   /** Ends an incoming stream once: with OK for null, with the status given, or silently (undefined). */
   private endInbound(stream: InboundStream, status: StatusError | null | undefined): void {
     if (stream.done) return;
@@ -474,6 +783,10 @@ export class PeerTransport {
     if (status === null) stream.callback(null, {});
     else if (status !== undefined) stream.callback(status);
   }
+}
+
+function isPeer(v: Peer | StatusError): v is Peer {
+  return 'link' in v;
 }
 
 function singleString(metadata: grpc.Metadata, key: string): string | undefined {

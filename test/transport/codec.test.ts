@@ -10,6 +10,8 @@ import {
   encodeMessage,
   MalformedFrameError,
   varintBytes,
+  type WireMessage,
+  type WireMessageType,
 } from '../../src/transport/codec.js';
 
 // Replay a failing run with CODEC_SEED=<seed> npx vitest run test/transport/codec.test.ts
@@ -38,7 +40,7 @@ function data(rng: SeededRng): Uint8Array {
   return d;
 }
 
-const TYPES: readonly MessageType[] = [
+const TYPES: readonly WireMessageType[] = [
   'PreVote',
   'Vote',
   'PreVoteResp',
@@ -51,7 +53,7 @@ const TYPES: readonly MessageType[] = [
   'ReadIndexResp',
 ];
 
-function message(rng: SeededRng): Message {
+function message(rng: SeededRng): WireMessage {
   const base = { from: uint(rng), to: uint(rng), term: uint(rng) };
   const type = TYPES[rng.int(TYPES.length)]!;
   switch (type) {
@@ -219,6 +221,16 @@ describe('codec rejects malformed input', () => {
     const frame = encodeBatch([{ type: 'HeartbeatResp', from: 1, to: 2, term: 3, context: 0 }]);
     expectMalformed(Buffer.concat([frame, Buffer.from([0])]), /1 trailing bytes after 1 messages/);
     expect(() => decodeMessage(Uint8Array.from([8, 1, 2, 3, 0, 0]))).toThrow(/trailing/);
+  });
+
+  it('refuses to encode a Snap message: it never travels on the peer stream', () => {
+    const snap: Message = { type: 'Snap', from: 1, to: 2, term: 3 };
+    const withMeta: Message = { ...snap, snapshot: { index: 10, term: 2 } };
+    for (const m of [snap, withMeta]) {
+      expect(() => encodedMessageBytes(m)).toThrow(/Snap message never travels on the peer stream.*sendSnapshot/);
+      expect(() => encodeMessage(m)).toThrow(RangeError);
+      expect(() => encodeBatch([{ type: 'HeartbeatResp', from: 1, to: 2, term: 3, context: 0 }, m])).toThrow(RangeError);
+    }
   });
 
   it('refuses to encode numbers that are not non-negative safe integers', () => {

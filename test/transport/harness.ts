@@ -5,11 +5,14 @@ import * as grpc from '@grpc/grpc-js';
 import type { Message, NodeId } from '../../src/raft/types.js';
 import { PeerTransport, peerServerOptions, type PeerTransportOptions } from '../../src/transport/peer-transport.js';
 import {
+  installSnapshotMethod,
   METADATA_CLUSTER_ID,
   METADATA_FROM_NODE,
   METADATA_TO_NODE,
   type PeerAck,
   type PeerFrame,
+  type SnapshotAckPb,
+  type SnapshotChunkPb,
   streamMethod,
 } from '../../src/transport/peer-service.js';
 
@@ -105,6 +108,33 @@ export class Harness {
     return { call, status, accepted };
   }
 
+  /** A bare InstallSnapshot call to `address`, for sending what a PeerTransport never would. */
+  rawSnapshot(address: string, metadata: Record<string, string>): RawSnapshotCall {
+    const client = new grpc.Client(address, grpc.credentials.createInsecure());
+    this.clients.push(client);
+    const md = new grpc.Metadata();
+    for (const [k, v] of Object.entries(metadata)) md.set(k, v);
+    const call = client.makeBidiStreamRequest<SnapshotChunkPb, SnapshotAckPb>(
+      installSnapshotMethod.path,
+      installSnapshotMethod.requestSerialize,
+      installSnapshotMethod.responseDeserialize,
+      md,
+      {},
+    );
+    const acks: SnapshotAckPb[] = [];
+    call.on('data', (ack: SnapshotAckPb) => acks.push(ack));
+    call.on('error', () => {});
+    // gRPC emits the status as soon as it has it, possibly before acks still buffered in the stream;
+    // the read side's end comes after them.
+    const ended = new Promise<void>((resolve) => call.on('end', () => resolve()));
+    const status = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve)).then(async (s) => {
+      await ended;
+      return s;
+    });
+    const accepted = new Promise<void>((resolve) => call.on('metadata', () => resolve()));
+    return { call, acks, status, accepted };
+  }
+
   /** Closes every transport, then every server and client. */
   async stopAll(): Promise<void> {
     await Promise.all(this.transports.splice(0).map((t) => t.close()));
@@ -117,6 +147,16 @@ export interface RawStream {
   readonly call: grpc.ClientWritableStream<PeerFrame>;
   /** The call's end: null for OK. */
   readonly status: Promise<grpc.ServiceError | null>;
+  /** Resolves when the server sent its headers (accepted the sender). */
+  readonly accepted: Promise<void>;
+}
+
+export interface RawSnapshotCall {
+  readonly call: grpc.ClientDuplexStream<SnapshotChunkPb, SnapshotAckPb>;
+  /** Acks received so far (uint64 fields as decimal strings). */
+  readonly acks: SnapshotAckPb[];
+  /** The call's status, once every ack before it was received. */
+  readonly status: Promise<grpc.StatusObject>;
   /** Resolves when the server sent its headers (accepted the sender). */
   readonly accepted: Promise<void>;
 }
