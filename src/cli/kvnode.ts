@@ -6,6 +6,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { RaftKvError } from '../errors.js';
 import { DEFAULT_NODE_CONFIG, KvNode, type KvNodeConfig } from '../node/kv-node.js';
 import type { LogLevel } from '../node/logger.js';
+import { DEFAULT_SNAPSHOT_CHUNK_BYTES } from '../node/snapshot-transfers.js';
 
 function int(name: string, min = 0) {
   return (v: string): number => {
@@ -61,6 +62,10 @@ export function buildProgram(): Command {
     .addOption(new Option('--max-uncommitted-bytes <n>', 'limit: proposed, uncommitted bytes on the leader').argParser(int('--max-uncommitted-bytes', 1)).default(d.maxUncommittedBytes))
     .addOption(new Option('--max-inflight-messages <n>', 'limit: appends in flight to one follower').argParser(int('--max-inflight-messages', 1)).default(d.maxInflightMessages))
     .addOption(new Option('--default-timeout-ms <n>', 'deadline for requests that come without one').argParser(int('--default-timeout-ms', 1)).default(d.defaultTimeoutMs))
+    .addOption(new Option('--snapshot-entries <n>', 'take a snapshot and compact the log after this many applied entries (0: not by count)').argParser(int('--snapshot-entries', 0)).default(d.snapshotEntries))
+    .addOption(new Option('--snapshot-bytes <n>', 'take a snapshot after this many bytes of applied entries (0: not by size)').argParser(int('--snapshot-bytes', 0)).default(d.snapshotBytes))
+    .addOption(new Option('--compaction-margin-entries <n>', 'applied entries kept in the log behind a snapshot, for followers that lag a little').argParser(int('--compaction-margin-entries', 0)).default(d.compactionMarginEntries))
+    .addOption(new Option('--snapshot-chunk-bytes <n>', `limit: bytes per chunk of a snapshot transfer, a few in flight (default ${DEFAULT_SNAPSHOT_CHUNK_BYTES}, less if --max-message-bytes needs)`).argParser(int('--snapshot-chunk-bytes', 1024)))
     .addOption(new Option('--enable-fault-injection', 'test only: serve the FaultInjection service that cuts peer links (cluster partition/heal)'))
     .addOption(new Option('--log-level <level>', 'debug, info, warn or error').choices(['debug', 'info', 'warn', 'error']).default(d.logLevel));
 }
@@ -120,6 +125,10 @@ export function resolveConfig(program: Command): KvNodeConfig {
     maxUncommittedBytes: pick<number>('maxUncommittedBytes')!,
     maxInflightMessages: pick<number>('maxInflightMessages')!,
     defaultTimeoutMs: pick<number>('defaultTimeoutMs')!,
+    snapshotEntries: pick<number>('snapshotEntries')!,
+    snapshotBytes: pick<number>('snapshotBytes')!,
+    compactionMarginEntries: pick<number>('compactionMarginEntries')!,
+    ...(pick<number>('snapshotChunkBytes') !== undefined ? { snapshotChunkBytes: pick<number>('snapshotChunkBytes')! } : {}),
     logLevel: pick<LogLevel>('logLevel')!,
     faultInjection: pick<boolean>('enableFaultInjection') === true,
   };

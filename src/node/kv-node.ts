@@ -13,10 +13,11 @@ import { KvStateMachine } from '../kv/state-machine.js';
 import { leaseDurationTicks, Raft } from '../raft/raft.js';
 import { createRng } from '../raft/rng.js';
 import { DEFAULT_MAX_CLOCK_DRIFT, NONE, type NodeId } from '../raft/types.js';
-import { kvPackageDefinition, kvServiceDefinition, KV_SERVICE_NAME } from '../server/kv-proto.js';
+import { kvPackageDefinition, kvServiceDefinition, KV_SERVICE_NAME, maintenancePackageDefinition } from '../server/kv-proto.js';
 import type * as pb from '../server/kv-proto.js';
 import { addFaultService } from '../server/fault-service.js';
 import { addKvService, type KvHandlers } from '../server/kv-service.js';
+import { addMaintenanceService, MAX_SNAPSHOT_CHUNK_BYTES } from '../server/maintenance-service.js';
 import {
   checkCompare,
   checkKey,
@@ -28,11 +29,12 @@ import {
   type ReadRequestOptions,
   type RequestLimits,
 } from '../server/validate.js';
-import { NodeStore } from '../storage/node-store.js';
-import { PeerTransport } from '../transport/peer-transport.js';
-import { peerPackageDefinition } from '../transport/peer-service.js';
+import { NodeStore, type SnapshotInstall, type SnapshotReader } from '../storage/node-store.js';
+import { DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES, PeerTransport } from '../transport/peer-transport.js';
+import { peerPackageDefinition, SNAPSHOT_CHUNK_OVERHEAD_BYTES } from '../transport/peer-service.js';
 import { createLogger, type Logger, type LogLevel } from './logger.js';
-import { RaftRuntime } from './raft-runtime.js';
+import { RaftRuntime, type SnapshotTaken } from './raft-runtime.js';
+import { DEFAULT_SNAPSHOT_CHUNK_BYTES, SnapshotTransfers } from './snapshot-transfers.js';
 
 export interface KvNodeConfig {
   readonly nodeId: NodeId;
@@ -63,6 +65,17 @@ export interface KvNodeConfig {
   readonly maxInflightMessages: number;
   /** Deadline for requests that come without one. */
   readonly defaultTimeoutMs: number;
+  /** Take a snapshot (and compact the log) after this many applied entries; 0: not by count. */
+  readonly snapshotEntries: number;
+  /** ... or after this many bytes of applied entry data; 0: not by size. */
+  readonly snapshotBytes: number;
+  /** Applied entries kept in the log behind a snapshot for followers that lag a little. */
+  readonly compactionMarginEntries: number;
+  /**
+   * Bytes per chunk of a snapshot transfer (flow control keeps a few in flight). Default:
+   * DEFAULT_SNAPSHOT_CHUNK_BYTES, or less to fit in one peer message of maxMessageBytes.
+   */
+  readonly snapshotChunkBytes?: number;
   readonly logLevel: LogLevel;
   /** Test-only: serve the FaultInjection service (proto/fault.proto) to cut links at run time. */
   readonly faultInjection?: boolean;
@@ -80,6 +93,9 @@ export const DEFAULT_NODE_CONFIG = {
   maxUncommittedBytes: 64 * 1024 * 1024,
   maxInflightMessages: 256,
   defaultTimeoutMs: 5_000,
+  snapshotEntries: 10_000,
+  snapshotBytes: 64 * 1024 * 1024,
+  compactionMarginEntries: 5_000,
   logLevel: 'info' as LogLevel,
 };
 
@@ -93,7 +109,9 @@ export class KvNode {
   private store!: NodeStore;
   private sm!: KvStateMachine;
   private raft!: Raft;
-  private runtime!: RaftRuntime<ApplyResult>;
+  private runtime!: RaftRuntime<ApplyResult, SnapshotInstall>;
+  private snapshots!: SnapshotTransfers;
+  private readonly snapshotChunkBytes: number;
   private transport!: PeerTransport;
   private server!: grpc.Server;
   private health!: HealthImplementation;
@@ -127,6 +145,14 @@ export class KvNode {
           `+ ${ENTRY_OVERHEAD_BYTES} bytes of framing need ${largestEntry}`,
       );
     }
+    const maxChunk = Math.min(DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES, config.maxMessageBytes - SNAPSHOT_CHUNK_OVERHEAD_BYTES);
+    this.snapshotChunkBytes = config.snapshotChunkBytes ?? Math.min(DEFAULT_SNAPSHOT_CHUNK_BYTES, maxChunk);
+    if (!Number.isSafeInteger(this.snapshotChunkBytes) || this.snapshotChunkBytes < 1 || this.snapshotChunkBytes > maxChunk) {
+      throw new RangeError(
+        `snapshotChunkBytes=${config.snapshotChunkBytes} must be in [1, ${maxChunk}] (a chunk fits in one peer message: ` +
+          `maxMessageBytes=${config.maxMessageBytes} less ${SNAPSHOT_CHUNK_OVERHEAD_BYTES} bytes of framing, and at most ${DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES})`,
+      );
+    }
     this.config = config;
     this.log = createLogger({ node: config.nodeId }, config.logLevel);
     this.fatal = opts.onFatal ?? ((err) => {
@@ -142,10 +168,14 @@ export class KvNode {
 
   async start(): Promise<void> {
     const c = this.config;
+    const t0 = performance.now();
     this.store = await NodeStore.open(c.dataDir, { clusterId: c.clusterId, nodeId: c.nodeId });
     try {
       this.sm = await KvStateMachine.open(this.store);
       const initial = this.store.initialState();
+      // Restart cost: opening LevelDB and reading back the log after the snapshot point and the
+      // session table; it grows with the log since the last snapshot, not with the history.
+      const loadMs = Math.round(performance.now() - t0);
       this.raft = new Raft({
         id: c.nodeId,
         peers: [...c.members.keys()],
@@ -163,6 +193,8 @@ export class KvNode {
         clusterId: c.clusterId,
         peers: new Map(c.members),
         maxMessageBytes: c.maxMessageBytes,
+        maxSnapshotChunkBytes: Math.min(DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES, c.maxMessageBytes - SNAPSHOT_CHUNK_OVERHEAD_BYTES),
+        onSnapshot: (from, term) => this.snapshots.open(from, term),
         onMessage: (m) => {
           const now = Date.now();
           if ((m.type === 'App' || m.type === 'Heartbeat') && m.term >= this.raft.term) this.lastLeaderContactMs = now;
@@ -171,11 +203,17 @@ export class KvNode {
         },
         logger: { info: (msg) => this.log.info('transport', { msg }), warn: (msg) => this.log.warn('transport', { msg }) },
       });
-      this.runtime = new RaftRuntime<ApplyResult>({
+      this.runtime = new RaftRuntime<ApplyResult, SnapshotInstall>({
         raft: this.raft,
         store: this.store,
         stateMachine: this.sm,
         transport: this.transport,
+        snapshots: { send: (m) => this.snapshots.send(m) },
+        snapshotPolicy: {
+          snapshotEntries: c.snapshotEntries,
+          snapshotBytes: c.snapshotBytes,
+          compactionMarginEntries: c.compactionMarginEntries,
+        },
         tickMs: c.tickMs,
         electionTimeoutTicks: c.electionTimeoutTicks,
         maxPendingProposals: c.maxPendingProposals,
@@ -184,6 +222,7 @@ export class KvNode {
         onFatal: this.fatal,
         onSoftState: (s) => {
           this.log.info('role', { role: s.role, leader: s.leader, term: this.raft.term });
+          if (s.role !== 'leader') this.snapshots.abortOutgoing('this node stopped leading');
           if (s.role === 'leader') {
             this.leaderTerm = this.raft.term;
           } else if (this.leaderTerm !== 0) {
@@ -197,11 +236,34 @@ export class KvNode {
           }
         },
       });
+      this.snapshots = new SnapshotTransfers({
+        clusterId: c.clusterId,
+        store: this.store,
+        runtime: this.runtime as RaftRuntime<unknown, SnapshotInstall>,
+        send: (to, term, chunks, opts) => this.transport.sendSnapshot(to, term, chunks, opts),
+        currentTerm: () => this.raft.term,
+        chunkBytes: this.snapshotChunkBytes,
+        limits: { maxKeyBytes: Math.max(c.limits.maxKeyBytes, c.limits.maxClientIdBytes), maxValueBytes: c.maxMessageBytes },
+        log: this.log,
+      });
       this.server = new grpc.Server({
         'grpc.max_receive_message_length': c.maxMessageBytes,
         'grpc.max_send_message_length': c.maxMessageBytes,
       });
       addKvService(this.server, this.handlers());
+      addMaintenanceService(
+        this.server,
+        {
+          nodeId: c.nodeId,
+          createSnapshot: () => this.createSnapshot(),
+          openSnapshot: async () => {
+            const approximateBytes = await this.store.approximateStateBytes();
+            const reader = await this.openSnapshot();
+            return { header: reader.header, approximateBytes, chunks: (n) => reader.chunks(n), close: () => reader.close() };
+          },
+        },
+        { maxChunkBytes: Math.min(MAX_SNAPSHOT_CHUNK_BYTES, c.maxMessageBytes - SNAPSHOT_CHUNK_OVERHEAD_BYTES) },
+      );
       if (c.faultInjection) {
         addFaultService(this.server, (links) => this.setBlockedLinks(links));
         this.log.warn('fault injection enabled (test only)');
@@ -209,7 +271,7 @@ export class KvNode {
       this.transport.addToServer(this.server);
       this.health = new HealthImplementation({ '': 'SERVING', [KV_SERVICE_NAME]: 'SERVING' });
       this.health.addToServer(this.server);
-      new ReflectionService({ ...kvPackageDefinition, ...peerPackageDefinition }).addToServer(this.server);
+      new ReflectionService({ ...kvPackageDefinition, ...maintenancePackageDefinition, ...peerPackageDefinition }).addToServer(this.server);
       const listen = c.listen ?? c.members.get(c.nodeId)!;
       this.port = await new Promise<number>((resolve, reject) =>
         this.server.bindAsync(listen, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
@@ -219,8 +281,11 @@ export class KvNode {
       this.log.info('started', {
         listen: `${listen.replace(/:\d+$/, '')}:${this.port}`,
         term: initial.hardState.term,
-        lastIndex: initial.entries.length,
+        snapshotIndex: initial.snapshot?.index ?? 0,
+        lastIndex: (initial.snapshot?.index ?? 0) + initial.entries.length,
         applied: initial.applied,
+        loadMs,
+        startMs: Math.round(performance.now() - t0),
         members: Object.fromEntries(c.members),
       });
     } catch (e) {
@@ -234,6 +299,7 @@ export class KvNode {
     this.closing ??= (async () => {
       this.health?.setStatus('', 'NOT_SERVING');
       this.health?.setStatus(KV_SERVICE_NAME, 'NOT_SERVING');
+      this.snapshots?.abortOutgoing('the node is shutting down');
       await this.runtime?.stop();
       await this.transport?.close();
       for (const client of this.forwardClients.values()) client.close();
@@ -264,6 +330,16 @@ export class KvNode {
   /** Starts an election now (used by tests and tools). */
   campaign(): void {
     this.runtime.campaign();
+  }
+
+  /** Takes a snapshot of this node's state now and compacts its log (kvctl snapshot create). */
+  createSnapshot(): Promise<SnapshotTaken> {
+    return this.runtime.requestSnapshot();
+  }
+
+  /** A consistent copy of this node's state machine, streamed in the snapshot format (backups). */
+  openSnapshot(): Promise<SnapshotReader> {
+    return this.store.openSnapshot();
   }
 
   // ---- requests -------------------------------------------------------------------------------
@@ -546,6 +622,13 @@ export class KvNode {
       read_only_reason: this.readOnlyReason() ?? '',
       ms_since_leader_contact: this.stalenessMs(),
       cluster_id: this.config.clusterId,
+      log_start_index: s.snapshotIndex,
+      last_snapshot_index: this.runtime.lastSnapshotTaken?.index ?? 0,
+      last_snapshot_unix_ms: this.runtime.lastSnapshotTaken?.atMs ?? 0,
+      snapshots_sent: this.snapshots.counters.sent,
+      snapshots_installed: this.snapshots.counters.received,
+      snapshot_transfers_failed: this.snapshots.counters.sendFailures + this.snapshots.counters.receiveFailures,
+      snapshot_transfers_to: this.snapshots.outgoingTo,
     };
   }
 }

@@ -4,17 +4,51 @@
 
 import { LimitError, NotLeaderError, RaftKvError } from '../errors.js';
 import type { Raft } from '../raft/raft.js';
-import type { Entry, HardState, Message, Ready, SoftState } from '../raft/types.js';
+import type { Entry, HardState, Message, NodeId, Ready, SnapshotMeta, SnapshotRequest, SoftState } from '../raft/types.js';
 import type { Logger } from './logger.js';
 
-export interface LogStore {
-  /** One atomic, synced write of the hard state and entries (see the Ready contract). */
-  persist(batch: { readonly hardState?: HardState; readonly entries: readonly Entry[] }): Promise<void>;
+/** `S`: what the store needs to install a staged snapshot (opaque to the runtime). */
+export interface LogStore<S> {
+  /**
+   * One atomic, synced write of the hard state and entries (see the Ready contract); with
+   * `snapshot`, the staged snapshot is installed in the same write and the log restarts after it.
+   */
+  persist(batch: { readonly hardState?: HardState; readonly entries: readonly Entry[]; readonly snapshot?: S }): Promise<void>;
+  /** Deletes log entries up to `upTo` (durably applied); resolves with how many were removed. */
+  compactLog(upTo: SnapshotMeta): Promise<number>;
 }
 
 export interface Applier<R> {
   /** Applies committed entries in order, durably with the applied index; one result per entry. */
   apply(entries: readonly Entry[]): Promise<readonly R[]>;
+  /** Re-reads in-memory state from the store after a snapshot replaced it. */
+  reload(): Promise<void>;
+}
+
+/** Where the leader's requests to stream a snapshot to a follower go (non-blocking). */
+export interface SnapshotSender {
+  send(m: SnapshotRequest): void;
+}
+
+/** When this node takes a snapshot of its own and compacts its log. */
+export interface SnapshotPolicy {
+  /** Take one after this many entries were applied since the last (0: not by count). */
+  readonly snapshotEntries: number;
+  /** ... or after this many bytes of entry data (0: not by size). */
+  readonly snapshotBytes: number;
+  /** Applied entries kept in the log behind a snapshot, so a follower that lags a little needs none. */
+  readonly compactionMarginEntries: number;
+}
+
+/** What taking a snapshot did. */
+export interface SnapshotTaken {
+  /** The snapshot's position: the applied index when it was taken, and that entry's term. */
+  readonly index: number;
+  readonly term: number;
+  /** The log's first index is logStartIndex + 1 afterwards. */
+  readonly logStartIndex: number;
+  readonly entriesCompacted: number;
+  readonly durationMs: number;
 }
 
 export interface MessageSink {
@@ -22,11 +56,14 @@ export interface MessageSink {
   send(messages: readonly Message[]): void;
 }
 
-export interface RuntimeOptions<R> {
+export interface RuntimeOptions<R, S> {
   readonly raft: Raft;
-  readonly store: LogStore;
+  readonly store: LogStore<S>;
   readonly stateMachine: Applier<R>;
   readonly transport: MessageSink;
+  /** Leader: streams snapshots to followers that need one. */
+  readonly snapshots: SnapshotSender;
+  readonly snapshotPolicy: SnapshotPolicy;
   readonly tickMs: number;
   /** Limit: proposals accepted and not yet applied (or failed). */
   readonly maxPendingProposals: number;
@@ -74,9 +111,25 @@ export class ProposalLostError extends RaftKvError {
   }
 }
 
-export class RaftRuntime<R> {
+/** A snapshot received in full and staged, waiting for the Ready that installs it. */
+interface StagedSnapshot<S> {
+  readonly meta: SnapshotMeta;
+  readonly payload: S;
+  readonly resolve: (outcome: 'installed') => void;
+  readonly reject: (e: Error) => void;
+}
+
+export class RaftRuntime<R, S> {
   private readonly raft: Raft;
-  private readonly opts: RuntimeOptions<R>;
+  private readonly opts: RuntimeOptions<R, S>;
+  /** Callers of requestSnapshot waiting for the loop to take one. */
+  private snapshotWaiters: { resolve: (t: SnapshotTaken) => void; reject: (e: Error) => void }[] = [];
+  /** The size trigger fired: take a snapshot at the next turn of the loop. */
+  private snapshotDue = false;
+  private entriesSinceSnapshot = 0;
+  private bytesSinceSnapshot = 0;
+  private lastSnapshot: (SnapshotTaken & { readonly atMs: number }) | undefined;
+  private staged: StagedSnapshot<S> | undefined;
   /** Proposals waiting to be handed to the core at the top of the next loop turn (batched). */
   private queued: Queued<R>[] = [];
   /** Proposals in the log, by index, waiting to be applied. */
@@ -98,7 +151,7 @@ export class RaftRuntime<R> {
   private loopDone: Promise<void> = Promise.resolve();
   private stopped = false;
 
-  constructor(opts: RuntimeOptions<R>) {
+  constructor(opts: RuntimeOptions<R, S>) {
     this.opts = opts;
     this.raft = opts.raft;
   }
@@ -241,6 +294,58 @@ export class RaftRuntime<R> {
     this.kick();
   }
 
+  /** The last snapshot this node took, if any since it started. */
+  get lastSnapshotTaken(): (SnapshotTaken & { readonly atMs: number }) | undefined {
+    return this.lastSnapshot;
+  }
+
+  /**
+   * Takes a snapshot now: the state machine's durable state at the applied index is the snapshot;
+   * the log is compacted up to that index less the policy's margin. Runs inside the loop, so it never
+   * overlaps a batch being persisted or applied.
+   */
+  requestSnapshot(): Promise<SnapshotTaken> {
+    if (this.stopped) return Promise.reject(new RaftKvError('UNAVAILABLE', 'the node is shutting down'));
+    return new Promise((resolve, reject) => {
+      this.snapshotWaiters.push({ resolve, reject });
+      this.kick();
+    });
+  }
+
+  /**
+   * Leader side: a snapshot transfer the core asked for (in `term`) ended; `installed` is what the
+   * follower installed, undefined if the transfer failed.
+   */
+  reportSnapshot(to: NodeId, term: number, installed: SnapshotMeta | undefined): void {
+    if (this.stopped || this.raft.term !== term) return;
+    this.raft.reportSnapshot(to, installed);
+    this.kick();
+  }
+
+  /**
+   * Follower side: a snapshot from `from` (a leader of `term`) was received in full and staged as
+   * `payload`. Steps it into the core; resolves 'installed' once a Ready installed it durably, or
+   * 'not-needed' at once when the core did not take it (it was stale, or the log already holds its
+   * last entry; the caller then drops the staged data). Rejects when the sender's term is stale, or
+   * when the node stops first.
+   */
+  installSnapshot(from: NodeId, term: number, meta: SnapshotMeta, payload: S): Promise<'installed' | 'not-needed'> {
+    if (this.stopped) return Promise.reject(new RaftKvError('UNAVAILABLE', 'the node is shutting down'));
+    if (this.staged !== undefined) {
+      return Promise.reject(new RaftKvError('UNAVAILABLE', `a snapshot at ${this.staged.meta.index} is still being installed`));
+    }
+    this.raft.step({ type: 'Snap', from, to: this.raft.id, term, snapshot: meta });
+    this.kick();
+    if (this.raft.term > term) {
+      return Promise.reject(new RaftKvError('UNAVAILABLE', `snapshot from node ${from} refused: its term ${term} is behind this node's ${this.raft.term}`));
+    }
+    const pending = this.raft.pendingSnapshot;
+    if (pending === undefined || pending.index !== meta.index || pending.term !== meta.term) return Promise.resolve('not-needed');
+    return new Promise((resolve, reject) => {
+      this.staged = { meta, payload, resolve, reject };
+    });
+  }
+
   /** Starts an election now. */
   campaign(): void {
     this.raft.campaign();
@@ -280,6 +385,10 @@ export class RaftRuntime<R> {
   }
 
   private failEverything(err: Error): void {
+    for (const w of this.snapshotWaiters) w.reject(err);
+    this.snapshotWaiters = [];
+    this.staged?.reject(err);
+    this.staged = undefined;
     for (const q of this.queued) this.settle(q, err);
     for (const w of this.waiters.values()) this.settle(w, err);
     for (const w of this.queuedReads) this.settle(w, err);
@@ -352,6 +461,12 @@ export class RaftRuntime<R> {
       for (;;) {
         this.flushProposals();
         this.flushReads();
+        // Not while a received snapshot waits to be installed: the applied index is behind the log's
+        // start until the next Ready installs it.
+        if ((this.snapshotDue || this.snapshotWaiters.length > 0) && this.raft.pendingSnapshot === undefined) {
+          await this.takeSnapshot();
+          continue;
+        }
         if (!this.raft.hasReady()) break;
         await this.handle(this.raft.ready());
       }
@@ -364,15 +479,76 @@ export class RaftRuntime<R> {
     }
   }
 
+  private async takeSnapshot(): Promise<void> {
+    const t0 = performance.now();
+    const waiters = this.snapshotWaiters;
+    this.snapshotWaiters = [];
+    this.snapshotDue = false;
+    try {
+      const index = this.raft.appliedIndex;
+      const term = this.raft.termAt(index);
+      if (term === undefined) throw new Error(`takeSnapshot: no term for the applied index ${index}`);
+      const upTo = index - this.opts.snapshotPolicy.compactionMarginEntries;
+      let entriesCompacted = 0;
+      if (upTo > this.raft.snapshot.index) {
+        entriesCompacted = await this.opts.store.compactLog({ index: upTo, term: this.raft.termAt(upTo)! });
+        this.raft.compact(upTo);
+      }
+      this.entriesSinceSnapshot = 0;
+      this.bytesSinceSnapshot = 0;
+      const taken: SnapshotTaken = {
+        index,
+        term,
+        logStartIndex: this.raft.snapshot.index,
+        entriesCompacted,
+        durationMs: performance.now() - t0,
+      };
+      this.lastSnapshot = { ...taken, atMs: Date.now() };
+      this.opts.logger.info('snapshot', { ...taken, durationMs: Math.round(taken.durationMs) });
+      for (const w of waiters) w.resolve(taken);
+    } catch (e) {
+      for (const w of waiters) w.reject(e as Error);
+      throw e;
+    }
+  }
+
   private async handle(r: Ready): Promise<void> {
-    if (r.messages.length > 0) this.opts.transport.send(r.messages);
-    if (r.hardState || r.entries.length > 0) {
+    if (r.messages.length > 0) {
+      const toSend: Message[] = [];
+      for (const m of r.messages) {
+        if (m.type === 'Snap') this.opts.snapshots.send(m);
+        else toSend.push(m);
+      }
+      if (toSend.length > 0) this.opts.transport.send(toSend);
+    }
+    let installed: StagedSnapshot<S> | undefined;
+    if (r.snapshot) {
+      const staged = this.staged;
+      if (staged === undefined || staged.meta.index !== r.snapshot.index || staged.meta.term !== r.snapshot.term) {
+        throw new Error(`a Ready installs snapshot ${r.snapshot.index}/${r.snapshot.term}, which was not staged`);
+      }
+      await this.opts.store.persist({ ...(r.hardState ? { hardState: r.hardState } : {}), entries: r.entries, snapshot: staged.payload });
+      await this.opts.stateMachine.reload();
+      this.staged = undefined;
+      installed = staged;
+      this.entriesSinceSnapshot = 0;
+      this.bytesSinceSnapshot = 0;
+    } else if (r.hardState || r.entries.length > 0) {
       await this.opts.store.persist(r.hardState ? { hardState: r.hardState, entries: r.entries } : { entries: r.entries });
     }
     if (r.messagesAfterPersist.length > 0) this.opts.transport.send(r.messagesAfterPersist);
     if (r.committedEntries.length > 0) {
       this.applyingTo = r.committedEntries[r.committedEntries.length - 1]!.index;
       const results = await this.opts.stateMachine.apply(r.committedEntries);
+      const policy = this.opts.snapshotPolicy;
+      this.entriesSinceSnapshot += r.committedEntries.length;
+      for (const e of r.committedEntries) this.bytesSinceSnapshot += e.data.length;
+      if (
+        (policy.snapshotEntries > 0 && this.entriesSinceSnapshot >= policy.snapshotEntries) ||
+        (policy.snapshotBytes > 0 && this.bytesSinceSnapshot >= policy.snapshotBytes)
+      ) {
+        this.snapshotDue = true;
+      }
       r.committedEntries.forEach((e, i) => {
         const w = this.waiters.get(e.index);
         if (!w) return;
@@ -393,8 +569,9 @@ export class RaftRuntime<R> {
     }
     this.raft.advance(r);
     this.applyingTo = 0;
-    if (r.committedEntries.length > 0) {
-      const applied = r.committedEntries[r.committedEntries.length - 1]!.index;
+    installed?.resolve('installed');
+    if (r.committedEntries.length > 0 || installed !== undefined) {
+      const applied = this.raft.appliedIndex;
       let k = 0;
       while (k < this.applyWaiters.length && this.applyWaiters[k]!.index <= applied) {
         const w = this.applyWaiters[k]!;

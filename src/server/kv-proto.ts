@@ -7,12 +7,15 @@ import { fileURLToPath } from 'node:url';
 import type * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 
-export const KV_PROTO_PATH: string = (() => {
-  const candidates = ['../../proto/kv.proto', '../../../proto/kv.proto'].map((rel) => fileURLToPath(new URL(rel, import.meta.url)));
+/** proto/NAME, from src/server/ or from the compiled dist/src/server/. */
+function protoPath(name: string): string {
+  const candidates = [`../../proto/${name}`, `../../../proto/${name}`].map((rel) => fileURLToPath(new URL(rel, import.meta.url)));
   const found = candidates.find((p) => existsSync(p));
-  if (found === undefined) throw new Error(`proto/kv.proto not found; looked at ${candidates.join(', ')}`);
+  if (found === undefined) throw new Error(`proto/${name} not found; looked at ${candidates.join(', ')}`);
   return found;
-})();
+}
+
+export const KV_PROTO_PATH: string = protoPath('kv.proto');
 
 export const KV_SERVICE_NAME = 'raftkv.v1.KV';
 
@@ -144,4 +147,39 @@ export interface StatusResponse {
   read_only_reason: string;
   ms_since_leader_contact: U64;
   cluster_id: string;
+  log_start_index: U64;
+  last_snapshot_index: U64;
+  last_snapshot_unix_ms: U64;
+  snapshots_sent: U64;
+  snapshots_installed: U64;
+  snapshot_transfers_failed: U64;
+  snapshot_transfers_to: U64[];
+}
+
+// ---- proto/maintenance.proto: per-node snapshots (src/server/maintenance-service.ts) -------------
+// Loaded here, with the same options, so that the client reaches it through this one module.
+
+export const MAINTENANCE_PROTO_PATH: string = protoPath('maintenance.proto');
+export const MAINTENANCE_SERVICE_NAME = 'raftkv.maintenance.v1.Maintenance';
+export const maintenancePackageDefinition: protoLoader.PackageDefinition = protoLoader.loadSync(MAINTENANCE_PROTO_PATH, kvLoaderOptions);
+export const maintenanceServiceDefinition = maintenancePackageDefinition[MAINTENANCE_SERVICE_NAME] as grpc.ServiceDefinition;
+
+export interface CreateSnapshotResponse {
+  index: U64;
+  term: U64;
+  log_start_index: U64;
+  entries_compacted: U64;
+  duration_ms: U64;
+  node_id: number;
+}
+
+export interface SaveSnapshotRequest {
+  chunk_bytes: number;
+}
+
+export interface SnapshotChunkMsg {
+  data: Uint8Array;
+  index: U64;
+  term: U64;
+  approximate_bytes: U64;
 }

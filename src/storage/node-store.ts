@@ -645,6 +645,22 @@ export class NodeStore {
    * generation, whose implicit LevelDB snapshot keeps later writes (and installs) out of it. The
    * caller must consume chunks() or close() it.
    */
+  /**
+   * LevelDB's estimate of the disk space the state machine takes (compressed, so usually below the
+   * size of a snapshot stream); 0 when it cannot tell. For progress reports only.
+   */
+  async approximateStateBytes(): Promise<number> {
+    this.checkUsable('approximateStateBytes');
+    const range = generationRange(this.gen);
+    try {
+      // classic-level has it; the `level` package's types cover the browser's too, which does not.
+      const sized = this.db as unknown as { approximateSize?: (a: Uint8Array, b: Uint8Array) => Promise<number> };
+      return (await sized.approximateSize?.(range.gte, range.lt)) ?? 0;
+    } catch {
+      return 0;
+    }
+  }
+
   async openSnapshot(): Promise<SnapshotReader> {
     this.checkUsable('openSnapshot');
     const gen = this.gen;
