@@ -18,6 +18,7 @@ import {
   pauseNode,
   printStatus,
   restartNode,
+  restoreCluster,
   resolveNode,
   resumeNode,
   showPath,
@@ -25,6 +26,7 @@ import {
   stopCluster,
   type ClusterContext,
   type ClusterIo,
+  type StartOptions,
 } from './commands.js';
 import { ClusterError } from './errors.js';
 import { colourFor } from './log-format.js';
@@ -79,31 +81,43 @@ function nodeCommand(
 const timeoutOption = (what: string): Option =>
   new Option('--timeout-ms <ms>', `how long to wait for ${what}`).argParser(int('--timeout-ms', 1)).default(DEFAULT_START_TIMEOUT_MS);
 
+/** The options of `start` (and of `restore`, which starts the cluster), but --clean. */
+const startOptions = (): Option[] => [
+  new Option('--nodes <n>', `number of nodes (1..${MAX_NODES})`).argParser(int('--nodes', 1, MAX_NODES)).default(DEFAULT_NODES),
+  new Option('--base-port <port>', 'port of node1; nodeK gets port+K-1 (0: free ports chosen by the OS)').argParser(int('--base-port', 0, 65535)).default(DEFAULT_BASE_PORT),
+  new Option('--foreground', 'stay attached: show the nodes\' logs, stop every node on Ctrl-C'),
+  new Option('--node-args <flags>', 'extra kvnode flags for every node, e.g. "--tick-ms 20" (kept for later starts)'),
+  timeoutOption('every node to answer and a leader to be elected'),
+];
+
+function startOptionValues(o: Record<string, unknown>, cmd: Command): StartOptions {
+  return {
+    nodes: o['nodes'] as number,
+    basePort: o['basePort'] as number,
+    foreground: o['foreground'] === true,
+    nodeArgs: typeof o['nodeArgs'] === 'string' ? parseNodeArgs(o['nodeArgs']) : undefined,
+    timeoutMs: o['timeoutMs'] as number,
+    clean: o['clean'] === true,
+    nodesGiven: cmd.getOptionValueSource('nodes') === 'cli',
+    basePortGiven: cmd.getOptionValueSource('basePort') === 'cli',
+  };
+}
+
 const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'start',
     summary: 'start the cluster (again, with its data), in the background unless --foreground',
-    options: () => [
-      new Option('--nodes <n>', `number of nodes (1..${MAX_NODES})`).argParser(int('--nodes', 1, MAX_NODES)).default(DEFAULT_NODES),
-      new Option('--base-port <port>', 'port of node1; nodeK gets port+K-1 (0: free ports chosen by the OS)').argParser(int('--base-port', 0, 65535)).default(DEFAULT_BASE_PORT),
-      new Option('--foreground', 'stay attached: show the nodes\' logs, stop every node on Ctrl-C'),
-      new Option('--node-args <flags>', 'extra kvnode flags for every node, e.g. "--tick-ms 20" (kept for later starts)'),
-      new Option('--clean', 'delete the cluster\'s data first (as `clean`)'),
-      timeoutOption('every node to answer and a leader to be elected'),
-    ],
-    async run(ctx, _args, o, cmd) {
-      const nodeArgs = typeof o['nodeArgs'] === 'string' ? parseNodeArgs(o['nodeArgs']) : undefined;
-      await startCluster(ctx, {
-        nodes: o['nodes'] as number,
-        basePort: o['basePort'] as number,
-        foreground: o['foreground'] === true,
-        nodeArgs,
-        timeoutMs: o['timeoutMs'] as number,
-        clean: o['clean'] === true,
-        nodesGiven: cmd.getOptionValueSource('nodes') === 'cli',
-        basePortGiven: cmd.getOptionValueSource('basePort') === 'cli',
-      });
-    },
+    options: () => [...startOptions(), new Option('--clean', 'delete the cluster\'s data first (as `clean`)')],
+    run: (ctx, _args, o, cmd) => startCluster(ctx, startOptionValues(o, cmd)),
+  },
+  {
+    name: 'restore',
+    args: '<file>',
+    summary:
+      'start the cluster from a snapshot file (kvctl snapshot save): verify FILE, stop the cluster if it runs, ' +
+      'replace every node\'s data with FILE\'s, start (a new cluster if the folder has none)',
+    options: startOptions,
+    run: (ctx, args, o, cmd) => restoreCluster(ctx, resolve(args[0]!), startOptionValues(o, cmd)),
   },
   {
     name: 'stop',
@@ -190,12 +204,17 @@ export function buildProgram(io: ClusterIo): Command {
         '  npm run cluster -- partition isolate leader   the old leader turns read-only; the others elect a new one',
         '  npm run cluster -- heal',
         '  npm run cluster -- stop                    the data stays; `clean` deletes it',
+        '  npm run cluster -- restore backup.snap     start again from a backup (bin/kvctl snapshot save backup.snap --endpoint ...)',
         '',
         'Partition specs (a node: 1, node1 or leader; a group: 1,2):',
         ...PARTITION_USAGE.map((l) => `  ${l}`),
         'Every node gets the complete list of cut links (it drops what it sends and receives on them);',
         'nodes run with --enable-fault-injection for this (a local dev/test cluster: loopback only).',
         '`restart` and `resume` put a node back into the partition; `stop` and `start` heal it.',
+        '',
+        'restore FILE: every node gets the same state from FILE (a node started empty could otherwise form a',
+        'majority with another empty one and the backup would be lost), under the cluster id the nodes run',
+        'with (--cluster-id in --node-args, else "raftkv"). FILE is verified before anything is stopped.',
       ].join('\n'),
     );
   for (const spec of COMMANDS) {

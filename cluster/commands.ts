@@ -2,12 +2,15 @@
 // with a context: where the cluster lives and where output goes, so tests drive them in-process.
 
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync } from 'node:fs';
 import { isAbsolute, relative } from 'node:path';
+import { restoreSnapshotFile, SnapshotFileError, verifySnapshotFile } from '../src/cli/snapshot-files.js';
 import {
   address,
+  dataDir,
   endpoints,
   logFile,
+  nodeDir as nodeDirOf,
   newState,
   notClusterDirReason,
   readState,
@@ -383,6 +386,93 @@ export async function cleanCluster(ctx: ClusterContext): Promise<void> {
   if (state !== undefined) await stopCluster(ctx);
   rmSync(dir, { recursive: true, force: true });
   io.out(state !== undefined ? `Deleted ${showPath(dir)} (every node's data and logs).` : `Nothing to clean: no cluster in ${showPath(dir)}.`);
+}
+
+// ---- restore ------------------------------------------------------------------------------------
+
+/** kvnode's --cluster-id when the script's nodes are not given one (--node-args). */
+export const DEFAULT_CLUSTER_ID = 'raftkv';
+/** Where a node's data directory is created from the snapshot before it replaces the old one. */
+const RESTORING_SUFFIX = '.restoring';
+
+/** The cluster id the nodes run with: --cluster-id in --node-args, else kvnode's default. */
+export function clusterIdOf(nodeArgs: readonly string[]): string {
+  let id = DEFAULT_CLUSTER_ID;
+  nodeArgs.forEach((a, i) => {
+    if (a === '--cluster-id' && nodeArgs[i + 1] !== undefined) id = nodeArgs[i + 1]!;
+    else if (a.startsWith('--cluster-id=')) id = a.slice('--cluster-id='.length);
+  });
+  return id;
+}
+
+/**
+ * `restore FILE`: the cluster starts again from a snapshot file (a `kvctl snapshot save` backup).
+ * Verifies FILE first (a bad file changes nothing), stops the cluster if it runs, creates every
+ * node's data directory from the SAME file (beside the old one, which is replaced only once every
+ * node's is ready), then starts the cluster. Without a cluster in the folder, makes one (as start).
+ */
+export async function restoreCluster(ctx: ClusterContext, file: string, o: StartOptions): Promise<void> {
+  const { io, dir } = ctx;
+  const reason = notClusterDirReason(dir);
+  if (reason !== undefined) throw new ClusterError('NOT_A_CLUSTER_DIR', `${dir} is not a cluster folder: ${reason}. Choose another --dir.`);
+  let summary;
+  try {
+    summary = await verifySnapshotFile(file);
+  } catch (e) {
+    if (e instanceof SnapshotFileError) throw new ClusterError('SNAPSHOT_INVALID', `${e.message}; nothing was changed`);
+    throw e;
+  }
+  const h = summary.header;
+  io.out(
+    `Verified ${file}: index ${h.index}, term ${h.term}, ${summary.keys} keys, ${summary.sessions} sessions, ` +
+      `${summary.bytes} bytes, sha256 ${summary.sha256} (taken in cluster "${h.clusterId}").`,
+  );
+
+  let state = readState(dir);
+  const created = state === undefined;
+  if (state !== undefined) {
+    checkSameCluster(ctx, state, o);
+    const sup = state.supervisorPid;
+    const running = (sup !== null && isSupervisorProcess(sup)) || state.nodes.some((n) => livePid(dir, n) !== undefined);
+    if (running) {
+      io.out('Stopping the cluster...');
+      await stopCluster(ctx);
+      state = readState(dir) ?? state;
+    }
+  } else {
+    const ports = o.basePort === 0 ? await freePorts(o.nodes, HOST) : Array.from({ length: o.nodes }, (_, i) => o.basePort + i);
+    state = newState(HOST, ports, o.nodeArgs ?? []);
+    mkdirSync(dir, { recursive: true });
+  }
+  if (o.nodeArgs !== undefined) state.nodeArgs = o.nodeArgs;
+  writeState(dir, state);
+
+  const clusterId = clusterIdOf(state.nodeArgs);
+  const staged = state.nodes.map((n) => ({ node: n, dir: dataDir(dir, n) + RESTORING_SUFFIX }));
+  try {
+    for (const s of staged) {
+      rmSync(s.dir, { recursive: true, force: true });
+      mkdirSync(nodeDirOf(dir, s.node), { recursive: true });
+      await restoreSnapshotFile(file, s.dir, { clusterId, nodeId: s.node.id });
+    }
+  } catch (e) {
+    for (const s of staged) rmSync(s.dir, { recursive: true, force: true });
+    const why = e instanceof SnapshotFileError ? `${e.code}: ${e.message}` : (e as Error).message;
+    if (created) {
+      // The folder was missing or empty: leave it so.
+      rmSync(dir, { recursive: true, force: true });
+      throw new ClusterError('RESTORE_FAILED', `restoring ${file} failed (${why}); no cluster was made`);
+    }
+    throw new ClusterError('RESTORE_FAILED', `restoring ${file} failed (${why}); every node keeps its old data. Start it again with: ${ctx.hint('start')}`);
+  }
+  // Every node's new directory is ready: only now is the old data replaced.
+  for (const s of staged) {
+    const target = dataDir(dir, s.node);
+    rmSync(target, { recursive: true, force: true });
+    renameSync(s.dir, target);
+  }
+  io.out(`Restored ${state.nodes.map((n) => n.name).join(', ')} from ${file} (cluster id "${clusterId}", index ${h.index}, term ${h.term}); starting the cluster...`);
+  await startCluster(ctx, { ...o, clean: false, nodeArgs: undefined, nodesGiven: false, basePortGiven: false });
 }
 
 // ---- status -------------------------------------------------------------------------------------

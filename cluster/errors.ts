@@ -23,7 +23,11 @@ export type ClusterErrorCode =
   /** SIGINT/SIGTERM arrived while the script was starting nodes; it stopped them again. */
   | 'INTERRUPTED'
   /** A running node did not take a partition or heal (SetLinks failed, or it lacks FaultInjection). */
-  | 'FAULT_INJECTION_FAILED';
+  | 'FAULT_INJECTION_FAILED'
+  /** `restore FILE`: the file cannot be read or fails verification; nothing was changed. */
+  | 'SNAPSHOT_INVALID'
+  /** `restore FILE`: creating a node's data directory from the file failed; the old data is kept. */
+  | 'RESTORE_FAILED';
 
 export class ClusterError extends Error {
   readonly code: ClusterErrorCode;

@@ -164,3 +164,40 @@ export function statusText(s: NodeStatus): string {
   const w = Math.max(...lines.map(([k]) => k.length)) + 1;
   return lines.map(([k, v]) => `${`${k}:`.padEnd(w)} ${v}\n`).join('');
 }
+
+// ---- snapshots ----------------------------------------------------------------------------------
+
+/** A byte count for people: "512 B", "120.6 KiB", "45.2 MiB", "1.3 GiB". */
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v.toFixed(1)} ${units[u]}`;
+}
+
+/** Width of the bar in a progress line, in characters. */
+const PROGRESS_BAR_CHARS = 24;
+
+/**
+ * One line of a transfer's progress: bytes so far, of the approximate total when known (a bar and a
+ * percentage, never 100% before the end: the total is an estimate), and the rate.
+ */
+export function progressLine(bytes: number, approximateTotal: number, bytesPerSecond: number): string {
+  const rate = `${formatBytes(Math.round(bytesPerSecond))}/s`;
+  if (approximateTotal <= 0) return `${formatBytes(bytes)}  ${rate}`;
+  const fraction = Math.min(0.99, bytes / approximateTotal);
+  const filled = Math.floor(fraction * PROGRESS_BAR_CHARS);
+  const bar = `[${'#'.repeat(filled)}${'.'.repeat(PROGRESS_BAR_CHARS - filled)}]`;
+  return `${formatBytes(bytes)} / ~${formatBytes(approximateTotal)} ${bar} ${Math.floor(fraction * 100)}%  ${rate}`;
+}
+
+/** "field: value" lines, the values aligned. */
+export function fieldLines(lines: ReadonlyArray<readonly [string, string]>): string {
+  const w = Math.max(...lines.map(([k]) => k.length)) + 1;
+  return lines.map(([k, v]) => `${`${k}:`.padEnd(w)} ${v}\n`).join('');
+}

@@ -10,6 +10,8 @@
 //   4  invalid argument: the server refused the request (a limit, an empty key, ...)
 //   5  timeout: the deadline passed (a write's outcome is then unknown)
 //   6  other server error (internal, store, resource exhausted, stale sequence, ...)
+//   7  a snapshot file or data directory: corrupt, unreadable, exists, not empty (kvctl snapshot)
+//   130 interrupted (SIGINT/SIGTERM) while saving a snapshot; nothing was saved
 
 import { readFile } from 'node:fs/promises';
 import { Command, CommanderError, InvalidArgumentError as CommanderArgError, Option } from 'commander';
@@ -24,6 +26,7 @@ import {
   type KeyValue,
   type NodeStatus,
   type ReadOptions,
+  type SnapshotDownload,
 } from '../client/index.js';
 import {
   cellBytes,
@@ -32,9 +35,12 @@ import {
   describeKey,
   EncodingError,
   ENCODINGS,
+  fieldLines,
+  formatBytes,
   headerJson,
   kvJson,
   OUTPUT_MODES,
+  progressLine,
   stateOf,
   statusJson,
   statusText,
@@ -43,6 +49,7 @@ import {
   type Encoding,
   type OutputMode,
 } from './kvctl-format.js';
+import { restoreSnapshotFile, SnapshotFileError, SnapshotFileWriter, verifySnapshotFile, type SnapshotFileSummary } from './snapshot-files.js';
 
 /** The local cluster that `npm start` (cluster/) runs. */
 export const DEFAULT_ENDPOINTS: readonly string[] = ['127.0.0.1:7001', '127.0.0.1:7002', '127.0.0.1:7003'];
@@ -56,6 +63,8 @@ export const EXIT = {
   INVALID_ARGUMENT: 4,
   TIMEOUT: 5,
   SERVER_ERROR: 6,
+  SNAPSHOT_FILE: 7,
+  INTERRUPTED: 130,
 } as const;
 
 /** Limit: bytes of a value read from stdin or a file. */
@@ -63,11 +72,17 @@ export const MAX_INPUT_BYTES = 64 * 1024 * 1024;
 
 export interface CliIo {
   readonly stdout: { write(chunk: string | Uint8Array): unknown; readonly isTTY?: boolean };
-  readonly stderr: { write(chunk: string): unknown };
+  /** A terminal (isTTY) gets the progress bar of `snapshot save`. */
+  readonly stderr: { write(chunk: string): unknown; readonly isTTY?: boolean };
   readonly stdin: AsyncIterable<string | Uint8Array> & { readonly isTTY?: boolean };
   readonly env: Readonly<Record<string, string | undefined>>;
   /** Called once with the exit code when main() ends. */
   readonly exit: (code: number) => void;
+  /**
+   * Asks to be told of SIGINT/SIGTERM instead of dying of it (only `snapshot save` asks, to remove
+   * its partial file); returns the function that stops asking. Absent: signals keep their default.
+   */
+  readonly onInterrupt?: (handler: () => void) => () => void;
 }
 
 /** A usage error found after parsing (exit 2). */
@@ -114,6 +129,11 @@ JSON output (--output json): one JSON document on stdout.
   status  {"endpoint":..,"nodeId":N,"role":..,"term":N,"leaderId":N,"commitIndex":N,...}
   status --cluster  {"nodes":[{"endpoint":..,"ok":true,...status,"lag":N} | {"endpoint":..,"ok":false,"error":{"code":..,"message":..}}]}
   leader  {"id":N,"address":..,"term":N}
+  snapshot create   {"endpoint":..,"nodeId":N,"index":N,"term":N,"logStartIndex":N,"entriesCompacted":N,"durationMs":N}
+  snapshot save     {"file":..,"endpoint":..,"index":N,"term":N,"clusterId":..,"keys":N,"sessions":N,"bytes":N,"sha256":..}
+  snapshot status   {"file":..,"index":N,"term":N,"clusterId":..,"keys":N,"sessions":N,"bytes":N,"sha256":..}
+  snapshot restore  {"file":..,"dataDir":..,"clusterId":..,"nodeId":N,"index":N,"term":N,"fromClusterId":..,
+                     "keys":N,"sessions":N,"bytes":N,"sha256":..}
   KV = {"key","keyEncoding","value","valueEncoding","createIndex","modIndex","version"};
   H  = {"index","nodeId","term","leaderId","consistency","stalenessMs"};
   keyEncoding/valueEncoding: "utf8" (raw, valid UTF-8), "base64" (raw otherwise, or asked), "hex".
@@ -126,7 +146,9 @@ Exit codes:
   3  unavailable: no node, leader or quorum reachable within the deadline
   4  invalid argument (refused by the server)
   5  timeout (a write's outcome is then unknown)
-  6  other server error`;
+  6  other server error
+  7  snapshot file or data directory: corrupt or truncated, unreadable, exists (no --force), not empty
+  130  interrupted while saving a snapshot (nothing was saved)`;
 
 function intArg(name: string, min: number) {
   return (v: string): number => {
@@ -155,12 +177,19 @@ export function buildProgram(io: CliIo, state: RunState = { exitCode: 0 }): Comm
 
   const globals = (cmd: Command): GlobalOptions => cmd.optsWithGlobals<GlobalOptions>();
 
-  const withClient = async <T>(cmd: Command, fn: (client: KvClient, g: GlobalOptions) => Promise<T>): Promise<T> => {
-    const g = globals(cmd);
+  /** The endpoints from --endpoints, else $RAFTKV_ENDPOINTS, else the local cluster. */
+  const endpointList = (g: GlobalOptions): string[] => {
     const list = g.endpoints ?? io.env[ENDPOINTS_ENV] ?? DEFAULT_ENDPOINTS.join(',');
     const endpoints = list.split(',').map((e) => e.trim()).filter((e) => e !== '');
     if (endpoints.length === 0) throw new UsageError('--endpoints: no endpoint given');
     for (const e of endpoints) if (!/^.+:\d+$/.test(e)) throw new UsageError(`--endpoints: "${e}" is not host:port`);
+    return endpoints;
+  };
+
+  /** A client of `only` if given, else of the endpoint list. */
+  const withClient = async <T>(cmd: Command, fn: (client: KvClient, g: GlobalOptions) => Promise<T>, only?: string): Promise<T> => {
+    const g = globals(cmd);
+    const endpoints = only !== undefined ? [only] : endpointList(g);
     const client = new KvClient({ endpoints, ...(g.timeout !== undefined ? { timeoutMs: g.timeout } : {}) });
     try {
       return await fn(client, g);
@@ -366,6 +395,173 @@ export function buildProgram(io: CliIo, state: RunState = { exitCode: 0 }): Comm
       }),
     );
 
+  // ---- snapshot -------------------------------------------------------------------------------
+
+  const snapshot = program
+    .command('snapshot')
+    .description('snapshots of one node: create, save to a file, verify a file (status), restore a data directory')
+    .addHelpText(
+      'after',
+      `
+A node's snapshot is its state machine as stored (KV data, client sessions, applied index). create and
+save ask ONE node: --endpoint HOST:PORT, or a single endpoint in --endpoints / $${ENDPOINTS_ENV}.
+status and restore work offline, on a file.
+
+save writes FILE.part while it checks every byte of the stream (format, record count, SHA-256 in the
+trailer), then fsyncs it and renames it to FILE: FILE appears only whole and verified. On any failure
+(a broken or corrupt stream, Ctrl-C) FILE.part is removed and kvctl exits non-zero. --timeout is how
+long it waits for data (for the first chunk, and for each next one), not a bound on the transfer.
+
+restore creates a new data directory (missing or empty) for one node from a file. To start a cluster
+from a backup, restore EVERY node of the new cluster from the SAME file, then start them all: the nodes
+must begin with identical state (a node started empty could otherwise form a majority with another
+empty one, and the backup's data would be lost).`,
+    );
+
+  /** The one node a snapshot command asks: --endpoint, else the only endpoint given. */
+  const oneEndpoint = (given: string | undefined, g: GlobalOptions, what: string): string => {
+    if (given !== undefined) {
+      if (!/^.+:\d+$/.test(given.trim())) throw new UsageError(`--endpoint: "${given}" is not host:port`);
+      return given.trim();
+    }
+    const list = endpointList(g);
+    if (list.length === 1) return list[0]!;
+    throw new UsageError(`${what} asks one node: give --endpoint HOST:PORT (the endpoints are ${list.join(',')})`);
+  };
+
+  snapshot
+    .command('create')
+    .description('ask the node at --endpoint to take a snapshot now and compact its log')
+    .option('--endpoint <host:port>', 'the node (else the only endpoint of --endpoints)')
+    .action(async (opts: { endpoint?: string }, cmd: Command) => {
+      const endpoint = oneEndpoint(opts.endpoint, globals(cmd), 'snapshot create');
+      await withClient(
+        cmd,
+        async (client, g) => {
+          const r = await client.createSnapshot({ endpoint });
+          if (g.output === 'json') {
+            json({ endpoint: r.endpoint, nodeId: r.nodeId, index: r.index, term: r.term, logStartIndex: r.logStartIndex, entriesCompacted: r.entriesCompacted, durationMs: r.durationMs });
+          } else if (g.output === 'table') {
+            out(table([['NODE', 'ENDPOINT', 'INDEX', 'TERM', 'LOG_START', 'COMPACTED', 'DURATION_MS'], [String(r.nodeId), r.endpoint, String(r.index), String(r.term), String(r.logStartIndex), String(r.entriesCompacted), String(r.durationMs)]]));
+          } else {
+            out(`snapshot taken on node ${r.nodeId} (${r.endpoint})\n`);
+            out(
+              fieldLines([
+                ['index', String(r.index)],
+                ['term', String(r.term)],
+                ['log start', `${r.logStartIndex} (entries up to it are compacted)`],
+                ['entries compacted', String(r.entriesCompacted)],
+                ['duration', `${r.durationMs} ms`],
+              ]),
+            );
+          }
+        },
+        endpoint,
+      );
+    });
+
+  snapshot
+    .command('save')
+    .description('stream a snapshot from the node at --endpoint to FILE, verified (FILE.part until then)')
+    .argument('<FILE>')
+    .option('--endpoint <host:port>', 'the node (else the only endpoint of --endpoints)')
+    .option('--force', 'replace FILE if it exists')
+    .option('-q, --quiet', 'no progress bar')
+    .addOption(new Option('--chunk-bytes <n>', 'bytes per chunk (default: the node\'s, 256 KiB)').argParser(intArg('--chunk-bytes', 1)))
+    .action(async (file: string, opts: { endpoint?: string; force?: boolean; quiet?: boolean; chunkBytes?: number }, cmd: Command) => {
+      const g = globals(cmd);
+      const endpoint = oneEndpoint(opts.endpoint, g, 'snapshot save');
+      const writer = await SnapshotFileWriter.create(file, { force: opts.force === true });
+      let download: SnapshotDownload | undefined;
+      let active: KvClient | undefined;
+      let interrupted = false;
+      const stopAsking = io.onInterrupt?.(() => {
+        interrupted = true;
+        // Also while waiting for the first chunk: closing the client ends that wait.
+        download?.cancel();
+        active?.close();
+      });
+      const progress = opts.quiet !== true && io.stderr.isTTY === true ? new Progress(io.stderr) : undefined;
+      let summary: SnapshotFileSummary;
+      try {
+        summary = await withClient(
+          cmd,
+          async (client) => {
+            active = client;
+            if (interrupted) client.close();
+            download = await client.saveSnapshot({ endpoint, ...(g.timeout !== undefined ? { idleTimeoutMs: g.timeout } : {}), ...(opts.chunkBytes !== undefined ? { chunkBytes: opts.chunkBytes } : {}) });
+            progress?.start(download.approximateBytes);
+            for await (const chunk of download) {
+              await writer.write(chunk);
+              progress?.update(writer.bytes);
+            }
+            return writer.commit({ index: download.index, term: download.term });
+          },
+          endpoint,
+        );
+      } catch (e) {
+        progress?.clear();
+        await writer.abort();
+        const notSaved = `${file} not written`;
+        if (interrupted) throw new SnapshotFileError('INTERRUPTED', `interrupted after ${formatBytes(writer.bytes)}; ${notSaved}`);
+        if (e instanceof SnapshotFileError && e.code === 'SNAPSHOT_CORRUPT') {
+          throw new SnapshotFileError(e.code, `the snapshot from ${endpoint} failed verification after ${formatBytes(writer.bytes)} (${e.detail}); ${notSaved}`, { cause: e });
+        }
+        if (e instanceof KvError && e.code !== 'CLOSED') {
+          const when = download === undefined ? 'could not start' : `failed after ${formatBytes(writer.bytes)}`;
+          throw new KvError(e.code, `the snapshot transfer ${when} (${e.message}); ${notSaved}`, { endpoint: e.endpoint ?? endpoint, grpcCode: e.grpcCode, nodeId: e.nodeId, cause: e });
+        }
+        throw e;
+      } finally {
+        stopAsking?.();
+      }
+      progress?.clear();
+      if (g.output === 'json') {
+        json({ file, endpoint, ...summaryJson(summary) });
+      } else if (g.output === 'table') {
+        out(summaryTable(file, summary));
+      } else {
+        out(`saved a snapshot of ${endpoint} to ${file}\n`);
+        out(summaryText(summary));
+      }
+    });
+
+  snapshot
+    .command('status')
+    .description('verify a snapshot FILE offline: index, term, cluster of origin, records, size, sha256')
+    .argument('<FILE>')
+    .action(async (file: string, _opts: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const summary = await verifySnapshotFile(file);
+      if (g.output === 'json') json({ file, ...summaryJson(summary) });
+      else if (g.output === 'table') out(summaryTable(file, summary));
+      else out(summaryText(summary, [['file', file]]));
+    });
+
+  snapshot
+    .command('restore')
+    .description('create the data directory of one node from a snapshot FILE (offline; DIR missing or empty)')
+    .argument('<FILE>')
+    .requiredOption('--data-dir <dir>', 'the new data directory (must be missing or empty)')
+    .addOption(new Option('--node-id <n>', 'the node it is for (kvnode --id)').argParser(intArg('--node-id', 1)).makeOptionMandatory())
+    .addOption(new Option('--cluster-id <id>', 'the cluster it is for (kvnode --cluster-id)').default('raftkv'))
+    .action(async (file: string, opts: { dataDir: string; nodeId: number; clusterId: string }, cmd: Command) => {
+      const g = globals(cmd);
+      if (opts.clusterId === '') throw new UsageError('--cluster-id must not be empty');
+      const summary = await restoreSnapshotFile(file, opts.dataDir, { clusterId: opts.clusterId, nodeId: opts.nodeId });
+      const s = summaryJson(summary);
+      if (g.output === 'json') {
+        json({ file, dataDir: opts.dataDir, clusterId: opts.clusterId, nodeId: opts.nodeId, index: s.index, term: s.term, fromClusterId: s.clusterId, keys: s.keys, sessions: s.sessions, bytes: s.bytes, sha256: s.sha256 });
+        return;
+      }
+      out(`restored ${file} into ${opts.dataDir}, for node ${opts.nodeId} of cluster ${JSON.stringify(opts.clusterId)}\n`);
+      out(summaryText(summary));
+      out(
+        `Restore every node of the new cluster from this same file, then start them, e.g.\n` +
+          `  kvnode --id ${opts.nodeId} --cluster-id ${opts.clusterId} --data-dir ${opts.dataDir} --members ...\n`,
+      );
+    });
+
   /** Streams text and JSON page by page; a table needs every row first. */
   const printRange = async (
     client: KvClient,
@@ -446,6 +642,64 @@ async function readAll(stream: AsyncIterable<string | Uint8Array>, maxBytes: num
   return Buffer.concat(chunks);
 }
 
+function summaryJson(s: SnapshotFileSummary): { index: number; term: number; clusterId: string; keys: number; sessions: number; bytes: number; sha256: string } {
+  return { index: s.header.index, term: s.header.term, clusterId: s.header.clusterId, keys: s.keys, sessions: s.sessions, bytes: s.bytes, sha256: s.sha256 };
+}
+
+function summaryText(s: SnapshotFileSummary, first: ReadonlyArray<readonly [string, string]> = []): string {
+  return fieldLines([
+    ...first,
+    ['index', String(s.header.index)],
+    ['term', String(s.header.term)],
+    ['cluster', `${JSON.stringify(s.header.clusterId)} (where the snapshot was taken)`],
+    ['keys', String(s.keys)],
+    ['sessions', String(s.sessions)],
+    ['bytes', `${s.bytes} (${formatBytes(s.bytes)})`],
+    ['sha256', s.sha256],
+  ]);
+}
+
+function summaryTable(file: string, s: SnapshotFileSummary): string {
+  return table([
+    ['FILE', 'INDEX', 'TERM', 'CLUSTER', 'KEYS', 'SESSIONS', 'BYTES', 'SHA256'],
+    [file, String(s.header.index), String(s.header.term), s.header.clusterId, String(s.keys), String(s.sessions), String(s.bytes), s.sha256],
+  ]);
+}
+
+/** Minimum time between two redraws of the progress bar. */
+const PROGRESS_REDRAW_MS = 100;
+
+/** A one-line progress bar on a terminal, redrawn in place (\r) at most every PROGRESS_REDRAW_MS. */
+class Progress {
+  private total = 0;
+  private startMs = 0;
+  private lastDrawMs = Number.NEGATIVE_INFINITY;
+  private drawn = false;
+
+  constructor(private readonly tty: { write(chunk: string): unknown }) {}
+
+  start(approximateTotal: number): void {
+    this.total = approximateTotal;
+    this.startMs = Date.now();
+    this.update(0);
+  }
+
+  update(bytes: number): void {
+    const now = Date.now();
+    if (now - this.lastDrawMs < PROGRESS_REDRAW_MS) return;
+    this.lastDrawMs = now;
+    const seconds = Math.max(0.001, (now - this.startMs) / 1000);
+    this.tty.write(`\r${progressLine(bytes, this.total, bytes / seconds)}\u001b[K`);
+    this.drawn = true;
+  }
+
+  /** Erases the bar, so that what follows starts on a clean line. */
+  clear(): void {
+    if (this.drawn) this.tty.write('\r\u001b[K');
+    this.drawn = false;
+  }
+}
+
 /** The exit code of a KvError. */
 export function exitCodeOf(e: KvError): number {
   switch (e.code) {
@@ -478,6 +732,13 @@ export async function main(argv: readonly string[] = process.argv, ioOverrides: 
     exit: (code) => {
       process.exitCode = code;
     },
+    onInterrupt: (handler) => {
+      const signals = ['SIGINT', 'SIGTERM'] as const;
+      for (const s of signals) process.on(s, handler);
+      return () => {
+        for (const s of signals) process.off(s, handler);
+      };
+    },
     ...ioOverrides,
   };
   const state: RunState = { exitCode: EXIT.OK };
@@ -504,6 +765,10 @@ function reportError(e: unknown, io: CliIo): number {
   if (e instanceof KvError) {
     io.stderr.write(`kvctl: ${e.code}: ${oneLine(e.message)}${e.endpoint ? ` (${e.endpoint})` : ''}\n`);
     return exitCodeOf(e);
+  }
+  if (e instanceof SnapshotFileError) {
+    io.stderr.write(`kvctl: ${e.code}: ${oneLine(e.message)}\n`);
+    return e.code === 'INTERRUPTED' ? EXIT.INTERRUPTED : EXIT.SNAPSHOT_FILE;
   }
   io.stderr.write(`kvctl: INTERNAL: ${oneLine((e as Error)?.message ?? String(e))}\n`);
   return EXIT.SERVER_ERROR;

@@ -40,5 +40,9 @@ export {
   type ReadOptions,
   type ResponseHeader,
   type Role,
+  type SaveSnapshotOptions,
+  type SnapshotCreated,
+  type SnapshotDownload,
+  type SnapshotOptions,
   type WriteOptions,
 } from './types.js';

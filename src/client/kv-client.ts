@@ -16,12 +16,13 @@
 
 import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { kvServiceDefinition } from '../server/kv-proto.js';
+import { kvServiceDefinition, maintenanceServiceDefinition } from '../server/kv-proto.js';
 import type * as pb from '../server/kv-proto.js';
 import { checkBackoff, DEFAULT_BACKOFF, fullJitterMs, type BackoffOptions } from './backoff.js';
-import { checkU64, fromHeader, fromKv, fromStatus, toBuffer, toWireConsistency } from './convert.js';
+import { checkU64, fromHeader, fromKv, fromStatus, toBuffer, toWireConsistency, u64 } from './convert.js';
 import {
   fromCallError,
+  InvalidArgumentError,
   isRetryable,
   KvError,
   NotLeaderError,
@@ -46,6 +47,10 @@ import type {
   RangeResult,
   ReadOptions,
   ResponseHeader,
+  SaveSnapshotOptions,
+  SnapshotCreated,
+  SnapshotDownload,
+  SnapshotOptions,
   WriteOptions,
 } from './types.js';
 
@@ -128,6 +133,7 @@ export interface KvClientOptions {
 }
 
 type Target = 'leader' | 'any';
+type Service = 'kv' | 'maintenance';
 type UnaryFn = (req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: unknown) => void) => grpc.ClientUnaryCall;
 
 /**
@@ -184,7 +190,10 @@ export class KvClient {
   private readonly unreachable = new Set<string>();
   private lastTopologyRefreshMs = Number.NEGATIVE_INFINITY;
   private readonly channels = new Map<string, grpc.Client>();
-  private readonly inflight = new Set<grpc.ClientUnaryCall>();
+  /** Maintenance clients, each over the KV client's channel to the same address. */
+  private readonly maintenanceClients = new Map<string, grpc.Client>();
+  /** Calls in progress (unary and streaming), cancelled by close(). */
+  private readonly inflight = new Set<{ cancel(): void }>();
   /** The tail of the write queue; each write starts when the previous one settled. */
   private writeTail: Promise<unknown> = Promise.resolve();
   /** Writes queued or in progress. Invariant: <= maxQueuedWrites + 1. */
@@ -374,6 +383,152 @@ export class KvClient {
     });
   }
 
+  // ---- snapshots (per node) ---------------------------------------------------------------------
+
+  /**
+   * Asks ONE node to take a snapshot now and compact its log behind it (whatever its automatic
+   * triggers say). One attempt, no retry: a snapshot is of the node asked, so another node would not
+   * do. `opts.endpoint` names it; it may be omitted only when the client has exactly one endpoint.
+   */
+  async createSnapshot(opts: SnapshotOptions = {}): Promise<SnapshotCreated> {
+    this.checkOpen();
+    const endpoint = this.snapshotEndpoint(opts.endpoint);
+    const deadline = this.clock.now() + (opts.timeoutMs ?? this.timeoutMs);
+    let res: pb.CreateSnapshotResponse;
+    try {
+      res = await this.call<pb.CreateSnapshotResponse>('CreateSnapshot', endpoint, {}, deadline, 'maintenance');
+    } catch (e) {
+      throw this.closed ? closedError() : fromCallError(e, endpoint);
+    }
+    return {
+      endpoint,
+      nodeId: res.node_id,
+      index: u64('index', res.index),
+      term: u64('term', res.term),
+      logStartIndex: u64('log_start_index', res.log_start_index),
+      entriesCompacted: u64('entries_compacted', res.entries_compacted),
+      durationMs: u64('duration_ms', res.duration_ms),
+    };
+  }
+
+  /**
+   * Starts streaming a copy of ONE node's snapshot (its state machine at its applied index). Resolves
+   * once the first chunk has arrived, with the snapshot's index, term and approximate size; iterate
+   * the result for the bytes. See SnapshotDownload: the bytes are not verified here.
+   */
+  async saveSnapshot(opts: SaveSnapshotOptions = {}): Promise<SnapshotDownload> {
+    this.checkOpen();
+    const endpoint = this.snapshotEndpoint(opts.endpoint);
+    const chunkBytes = opts.chunkBytes === undefined ? 0 : checkUint32('chunkBytes', opts.chunkBytes);
+    const idleTimeoutMs = positiveInt('idleTimeoutMs', opts.idleTimeoutMs ?? this.timeoutMs);
+    const deadline = opts.timeoutMs === undefined ? Number.POSITIVE_INFINITY : this.clock.now() + positiveInt('timeoutMs', opts.timeoutMs);
+    const client = this.maintenanceClient(endpoint);
+    const call = client.makeServerStreamRequest<pb.SaveSnapshotRequest, pb.SnapshotChunkMsg>(
+      '/raftkv.maintenance.v1.Maintenance/SaveSnapshot',
+      (req) => maintenanceServiceDefinition['SaveSnapshot']!.requestSerialize(req),
+      (buf) => maintenanceServiceDefinition['SaveSnapshot']!.responseDeserialize(buf) as pb.SnapshotChunkMsg,
+      { chunk_bytes: chunkBytes },
+      new grpc.Metadata(),
+      { deadline },
+    );
+    this.inflight.add(call);
+    const messages = call[Symbol.asyncIterator]() as AsyncIterator<pb.SnapshotChunkMsg>;
+    let idledOut = false;
+    let cancelled = false;
+    let done = false;
+    const finish = (): void => {
+      done = true;
+      this.inflight.delete(call);
+    };
+    const cancel = (): void => {
+      if (done) return;
+      cancelled = true;
+      finish();
+      call.cancel();
+    };
+    /** The next message, or undefined at the end; a KvError on failure (the call is then over). */
+    const next = async (): Promise<pb.SnapshotChunkMsg | undefined> => {
+      const timer = setTimeout(() => {
+        idledOut = true;
+        call.cancel();
+      }, idleTimeoutMs);
+      try {
+        const r = await messages.next();
+        if (r.done === true) {
+          finish();
+          return undefined;
+        }
+        return r.value;
+      } catch (e) {
+        finish();
+        if (this.closed) throw closedError();
+        if (idledOut) {
+          throw new TimeoutError('TIMEOUT', `no snapshot data from ${endpoint} for ${idleTimeoutMs} ms (limit idleTimeoutMs=${idleTimeoutMs})`, { endpoint, cause: e });
+        }
+        if (cancelled) throw new KvError('CANCELLED', 'the snapshot transfer was cancelled', { endpoint, cause: e });
+        throw fromCallError(e, endpoint);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+
+    const first = await next();
+    if (first === undefined) throw new KvError('PROTOCOL', `${endpoint} ended the snapshot stream without sending any data`, { endpoint });
+    let index: number;
+    let term: number;
+    let approximateBytes: number;
+    try {
+      index = u64('index', first.index);
+      term = u64('term', first.term);
+      approximateBytes = u64('approximate_bytes', first.approximate_bytes);
+    } catch (e) {
+      cancel();
+      throw e;
+    }
+    let iterated = false;
+    const chunks = async function* (): AsyncGenerator<Uint8Array, void, undefined> {
+      try {
+        let msg: pb.SnapshotChunkMsg | undefined = first;
+        while (msg !== undefined) {
+          if (u64('index', msg.index) !== index || u64('term', msg.term) !== term) {
+            throw new KvError('PROTOCOL', `${endpoint} changed the snapshot's position midway: ${msg.index}/${msg.term} after ${index}/${term}`, { endpoint });
+          }
+          if (msg.data.length > 0) yield msg.data;
+          msg = await next();
+        }
+      } finally {
+        // Left early (break, or an error of ours): the node stops reading.
+        cancel();
+      }
+    };
+    return {
+      endpoint,
+      index,
+      term,
+      approximateBytes,
+      cancel,
+      [Symbol.asyncIterator]: () => {
+        if (iterated) throw new Error('SnapshotDownload: may be iterated only once');
+        iterated = true;
+        return chunks();
+      },
+    };
+  }
+
+  /** The one node a snapshot call goes to. */
+  private snapshotEndpoint(given: string | undefined): string {
+    if (given !== undefined) {
+      const e = given.trim();
+      if (e === '') throw new InvalidArgumentError('INVALID_ARGUMENT', 'endpoint must not be empty');
+      return e;
+    }
+    if (this.endpoints.length === 1) return this.endpoints[0]!;
+    throw new InvalidArgumentError(
+      'INVALID_ARGUMENT',
+      `a snapshot is of one node: name it with the endpoint option (this client has ${this.endpoints.length} endpoints)`,
+    );
+  }
+
   /** Closes every connection. Calls in progress fail with code CLOSED; later calls too. */
   close(): void {
     if (this.closed) return;
@@ -383,6 +538,7 @@ export class KvClient {
     this.inflight.clear();
     for (const ch of this.channels.values()) ch.close();
     this.channels.clear();
+    this.maintenanceClients.clear();
   }
 
   // ---- internals --------------------------------------------------------------------------------
@@ -579,10 +735,21 @@ export class KvClient {
     return ch;
   }
 
+  /** The Maintenance client of `address`: the same connection as its KV client. */
+  private maintenanceClient(address: string): grpc.Client {
+    let c = this.maintenanceClients.get(address);
+    if (c === undefined) {
+      const Ctor = grpc.makeGenericClientConstructor(maintenanceServiceDefinition, 'Maintenance');
+      c = new Ctor(address, grpc.credentials.createInsecure(), { channelOverride: this.channel(address).getChannel() });
+      this.maintenanceClients.set(address, c);
+    }
+    return c;
+  }
+
   /** One gRPC call to one address, with a deadline; cancelled by close(). */
-  private call<Res>(method: string, address: string, req: unknown, deadline: number): Promise<Res> {
+  private call<Res>(method: string, address: string, req: unknown, deadline: number, service: Service = 'kv'): Promise<Res> {
     this.checkOpen();
-    const ch = this.channel(address);
+    const ch = service === 'kv' ? this.channel(address) : this.maintenanceClient(address);
     const fn = (ch as unknown as Record<string, UnaryFn>)[method];
     if (fn === undefined) throw new Error(`KvClient: no method ${method}`);
     return new Promise<Res>((resolve, reject) => {

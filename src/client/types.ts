@@ -203,3 +203,61 @@ export interface LeaderInfo {
   readonly address: string;
   readonly term: number;
 }
+
+// ---- snapshots (per node: see KvClient.createSnapshot and saveSnapshot) -------------------------
+
+/** Options of the snapshot calls. They go to ONE node: a snapshot is of the node asked. */
+export interface SnapshotOptions extends CallOptions {
+  /** The node to ask (host:port); may be omitted only when the client has exactly one endpoint. */
+  readonly endpoint?: string;
+}
+
+/** What createSnapshot() did on the node. */
+export interface SnapshotCreated {
+  /** The endpoint that answered. */
+  readonly endpoint: string;
+  readonly nodeId: number;
+  /** The snapshot's position: the node's applied index when it was taken. */
+  readonly index: number;
+  /** The term of the entry at index. */
+  readonly term: number;
+  /** The node's log starts after this index now (index minus the node's compaction margin, at most). */
+  readonly logStartIndex: number;
+  /** Entries this call removed from the log. */
+  readonly entriesCompacted: number;
+  readonly durationMs: number;
+}
+
+export interface SaveSnapshotOptions {
+  /** The node to copy the snapshot from (host:port); may be omitted only with exactly one endpoint. */
+  readonly endpoint?: string;
+  /** Bytes per chunk; the node's default (256 KiB) when absent. Above the node's limit: InvalidArgumentError. */
+  readonly chunkBytes?: number;
+  /** Deadline of the whole transfer, in ms from now. Default: none (see idleTimeoutMs). */
+  readonly timeoutMs?: number;
+  /**
+   * Limit: ms to wait for the first chunk, and for each next chunk the caller asked for, before
+   * giving up with TimeoutError. Time the caller spends between chunks does not count. Default: the
+   * client's timeoutMs.
+   */
+  readonly idleTimeoutMs?: number;
+}
+
+/**
+ * A snapshot being streamed from one node: iterate it (once) for the bytes of the snapshot stream,
+ * in the format of src/storage/snapshot-format.ts. The bytes are NOT verified here: a consumer that
+ * keeps them checks the stream's trailer (SnapshotDecoder) before trusting them. The stream is
+ * flow-controlled (the node reads no faster than the loop takes chunks); breaking out of the loop,
+ * or cancel(), ends the transfer. A failure midway throws a KvError from the loop.
+ */
+export interface SnapshotDownload extends AsyncIterable<Uint8Array> {
+  /** The node streaming it. */
+  readonly endpoint: string;
+  /** The snapshot's applied index and its term. */
+  readonly index: number;
+  readonly term: number;
+  /** The node's estimate of the stream's size in bytes, for progress reports; 0 when unknown. */
+  readonly approximateBytes: number;
+  /** Ends the transfer; a loop over it then ends with a KvError of code CANCELLED. Idempotent. */
+  cancel(): void;
+}

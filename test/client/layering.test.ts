@@ -1,6 +1,9 @@
 // The import rule of the client library and of kvctl, checked here rather than by review: the client
 // reaches a cluster only over gRPC, so it imports nothing of the node, the Raft core, storage or
-// the transport (only the proto definitions and the error codes), and kvctl sits on the client alone.
+// the transport (only the proto definitions and the error codes), and kvctl sits on the client alone,
+// but for snapshot files: verifying one, or creating a data directory from one, is work on the local
+// disk in the storage format, which src/cli/snapshot-files.ts alone does, through storage's public
+// surface (never the node, the core or the transport).
 
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,7 +11,8 @@ import { describe, expect, it } from 'vitest';
 
 const allowed: Record<string, readonly RegExp[]> = {
   '../../src/client/': [/^\.\/[a-z-]+\.js$/, /^\.\.\/server\/kv-proto\.js$/, /^\.\.\/errors\.js$/, /^@grpc\/grpc-js$/, /^node:crypto$/],
-  '../../src/cli/kvctl': [/^\.\.\/client\/index\.js$/, /^\.\/kvctl-format\.js$/, /^commander$/, /^node:fs\/promises$/],
+  '../../src/cli/kvctl': [/^\.\.\/client\/index\.js$/, /^\.\/kvctl-format\.js$/, /^\.\/snapshot-files\.js$/, /^commander$/, /^node:fs\/promises$/],
+  '../../src/cli/snapshot-files': [/^\.\.\/storage\/index\.js$/, /^\.\.\/errors\.js$/, /^node:fs$/, /^node:fs\/promises$/, /^node:path$/],
 };
 
 /** Module specifiers of static imports and re-exports (statements at line start) and dynamic imports. */

@@ -17,6 +17,7 @@ import { formatLogLine } from '../../cluster/log-format.js';
 import { parsePartition } from '../../cluster/partition.js';
 import { KvClient, retryUnavailable } from '../support/process-cluster.js';
 import { waitFor } from '../support/wait.js';
+import { makeSnapshot } from '../cli/snapshot-fixture.js';
 
 const projectRoot = fileURLToPath(new URL('../..', import.meta.url));
 /** Fast elections (20 ms ticks, 200-400 ms election timeout) so that starts and failovers are quick. */
@@ -285,6 +286,64 @@ describe('a detached cluster, driven in-process', () => {
     const r = await cli('status', '--dir', dir);
     expect(r.code).toBe(1);
     expect(r.err).toContain('no cluster in');
+  });
+});
+
+/** A STALE read on node `via` itself: what that node holds, not what the leader does. */
+async function getLocal(dir: string, via: number, key: string): Promise<string | undefined> {
+  const c = new KvClient(endpointOf(dir, via));
+  try {
+    const r = await retryUnavailable(() => c.get({ key: Buffer.from(key), read: { consistency: 'STALE' } }, { timeoutMs: 2_000 }), WAIT_MS);
+    return r.found ? Buffer.from(r.kv!.value).toString() : undefined;
+  } finally {
+    c.close();
+  }
+}
+
+describe('restore FILE', () => {
+  let dir: string;
+  let file: string;
+
+  beforeAll(async () => {
+    dir = newDir('restore');
+    file = join(root, 'backup.snap');
+    const snap = await makeSnapshot({ pairs: [['greeting', 'from the backup'], ['config/a', '1']], index: 40, term: 3 });
+    writeFileSync(file, snap.bytes);
+  });
+
+  afterAll(async () => {
+    await cli('clean', '--dir', dir);
+  });
+
+  it('makes a new cluster from a snapshot file: every node starts with its data, and takes writes', async () => {
+    const out = await ok('restore', file, '--dir', dir, '--base-port', '0', '--node-args', NODE_ARGS);
+    expect(out).toMatch(/Verified .*backup\.snap: index 40, term 3, 2 keys, 0 sessions, \d+ bytes, sha256 [0-9a-f]{64} \(taken in cluster "raftkv"\)\./);
+    expect(out).toContain('Restored node1, node2, node3 from');
+    expect(out).toContain('raftkv cluster ready: 3 nodes');
+    for (const id of [1, 2, 3]) expect(await getLocal(dir, id, 'greeting'), `node${id}`).toBe('from the backup');
+    await put(dir, 1, 'after', 'the restore');
+    expect(await get(dir, 2, 'after')).toBe('the restore');
+  });
+
+  it('a bad file is refused before anything is stopped', async () => {
+    const pids = recordedPids(dir);
+    const bad = join(root, 'bad.snap');
+    writeFileSync(bad, readFileSync(file).subarray(0, 30));
+    const r = await cli('restore', bad, '--dir', dir);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/^raftkv-cluster: .*bad\.snap: truncated snapshot: .*; nothing was changed$/m);
+    for (const pid of pids) expect(gone(pid)).toBe(false);
+  });
+
+  it('over a running cluster: stops it, replaces every node\'s data with the file\'s, starts it again', async () => {
+    const out = await ok('restore', file, '--dir', dir);
+    expect(out).toContain('Stopping the cluster...');
+    expect(out).toContain('raftkv cluster ready');
+    for (const id of [1, 2, 3]) {
+      expect(await getLocal(dir, id, 'config/a'), `node${id}`).toBe('1');
+      expect(await getLocal(dir, id, 'after'), `node${id}`).toBeUndefined();
+    }
+    expect(existsSync(join(dir, 'node1', 'data.restoring'))).toBe(false);
   });
 });
 
