@@ -125,6 +125,7 @@ export function statusJson(s: NodeStatus): Record<string, unknown> {
     writable: s.writable,
     readOnlyReason: s.readOnlyReason,
     msSinceLeaderContact: s.msSinceLeaderContact,
+    snapshots: s.snapshots,
     members: s.members.map((m) => ({ id: m.id, clientAddress: m.clientAddress, peerAddress: m.peerAddress, matchIndex: m.matchIndex })),
   };
 }
@@ -157,6 +158,12 @@ export function statusText(s: NodeStatus): string {
     ['commit index', String(s.commitIndex)],
     ['applied index', String(s.appliedIndex)],
     ['last index', String(s.lastIndex)],
+    ['log start', `${s.snapshots.logStartIndex}${s.snapshots.lastSnapshotIndex > 0 ? ` (last snapshot at ${s.snapshots.lastSnapshotIndex}, ${new Date(s.snapshots.lastSnapshotUnixMs).toISOString()})` : ''}`],
+    [
+      'snapshot transfers',
+      `${s.snapshots.sent} sent, ${s.snapshots.installed} installed, ${s.snapshots.failed} failed` +
+        (s.snapshots.sendingTo.length > 0 ? `; sending to ${s.snapshots.sendingTo.join(', ')}` : ''),
+    ],
     ['state', stateOf(s)],
     ['leader contact', s.role === 'leader' ? 'is the leader' : s.msSinceLeaderContact >= Number.MAX_SAFE_INTEGER ? 'never' : `${s.msSinceLeaderContact} ms ago`],
     ['members', members],

@@ -80,5 +80,14 @@ export function fromStatus(endpoint: string, s: pb.StatusResponse): NodeStatus {
     readOnlyReason: s.read_only_reason,
     msSinceLeaderContact: u64('ms_since_leader_contact', s.ms_since_leader_contact),
     clusterId: s.cluster_id,
+    snapshots: {
+      logStartIndex: u64('log_start_index', s.log_start_index ?? 0),
+      lastSnapshotIndex: u64('last_snapshot_index', s.last_snapshot_index ?? 0),
+      lastSnapshotUnixMs: u64('last_snapshot_unix_ms', s.last_snapshot_unix_ms ?? 0),
+      sent: u64('snapshots_sent', s.snapshots_sent ?? 0),
+      installed: u64('snapshots_installed', s.snapshots_installed ?? 0),
+      failed: u64('snapshot_transfers_failed', s.snapshot_transfers_failed ?? 0),
+      sendingTo: (s.snapshot_transfers_to ?? []).map((id) => u64('snapshot_transfers_to', id)),
+    },
   };
 }

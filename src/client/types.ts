@@ -190,6 +190,22 @@ export interface NodeStatus {
   /** ms since this node last heard from a leader (0 on a leader in contact with a majority). */
   readonly msSinceLeaderContact: number;
   readonly clusterId: string;
+  /** Snapshots on this node (0s from a node that predates them). */
+  readonly snapshots: SnapshotStatus;
+}
+
+export interface SnapshotStatus {
+  /** The log's start: entries up to it were compacted or came in a snapshot. */
+  readonly logStartIndex: number;
+  /** The last snapshot this node took since it started (0: none), and when (Unix ms). */
+  readonly lastSnapshotIndex: number;
+  readonly lastSnapshotUnixMs: number;
+  /** InstallSnapshot transfers since it started: sent as leader, installed as follower, failed. */
+  readonly sent: number;
+  readonly installed: number;
+  readonly failed: number;
+  /** Followers a transfer is running to now. */
+  readonly sendingTo: readonly number[];
 }
 
 /** One row of clusterStatus(): the status of a node, or why it could not be had. */
