@@ -154,6 +154,15 @@ export class RaftRuntime<R, S> {
   constructor(opts: RuntimeOptions<R, S>) {
     this.opts = opts;
     this.raft = opts.raft;
+    // The trigger counts from the last snapshot, which may predate this process: the applied entries
+    // in the log beyond the margin count (their bytes are not known here), so a node that restarts
+    // often still compacts.
+    this.entriesSinceSnapshot = Math.max(
+      0,
+      opts.raft.appliedIndex - opts.raft.snapshot.index - opts.snapshotPolicy.compactionMarginEntries,
+    );
+    const p = opts.snapshotPolicy;
+    this.snapshotDue = p.snapshotEntries > 0 && this.entriesSinceSnapshot >= p.snapshotEntries;
   }
 
   start(): void {
@@ -527,6 +536,8 @@ export class RaftRuntime<R, S> {
       if (staged === undefined || staged.meta.index !== r.snapshot.index || staged.meta.term !== r.snapshot.term) {
         throw new Error(`a Ready installs snapshot ${r.snapshot.index}/${r.snapshot.term}, which was not staged`);
       }
+      // From the switch on, reads see the snapshot's state: report at least its index.
+      this.applyingTo = r.snapshot.index;
       await this.opts.store.persist({ ...(r.hardState ? { hardState: r.hardState } : {}), entries: r.entries, snapshot: staged.payload });
       await this.opts.stateMachine.reload();
       this.staged = undefined;

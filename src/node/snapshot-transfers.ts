@@ -47,8 +47,8 @@ export interface SnapshotTransferCounters {
 
 export class SnapshotTransfers {
   private readonly d: SnapshotTransferDeps;
-  /** Outgoing transfers by follower: at most one each. */
-  private readonly outgoing = new Map<NodeId, AbortController>();
+  /** Outgoing transfers by follower: at most one each, with the term they were asked in. */
+  private readonly outgoing = new Map<NodeId, { readonly abort: AbortController; readonly term: number }>();
   private incoming: IncomingSnapshot | undefined;
   readonly counters: SnapshotTransferCounters = { sent: 0, sendFailures: 0, received: 0, receiveFailures: 0, notNeeded: 0 };
 
@@ -70,35 +70,48 @@ export class SnapshotTransfers {
 
   /** The core asked for a snapshot to go to m.to. Runs in the background; reports to the runtime. */
   send(m: SnapshotRequest): void {
-    if (this.outgoing.has(m.to)) return;
-    const abort = new AbortController();
-    this.outgoing.set(m.to, abort);
-    void this.runSend(m, abort).finally(() => this.outgoing.delete(m.to));
+    const running = this.outgoing.get(m.to);
+    if (running !== undefined) {
+      // The core asks again only after a report, or in a new term; either way this request must not
+      // vanish, or the follower would wait in the core's snapshot state for ever. Stop an older
+      // term's transfer, and report this request failed: the core asks again after the follower's
+      // next heartbeat response, by when the running transfer has ended.
+      if (running.term < m.term) running.abort.abort(new RaftKvError('UNAVAILABLE', `superseded by a request of term ${m.term}`));
+      this.d.runtime.reportSnapshot(m.to, m.term, undefined);
+      return;
+    }
+    const transfer = { abort: new AbortController(), term: m.term };
+    this.outgoing.set(m.to, transfer);
+    void this.runSend(m, transfer.abort, () => {
+      if (this.outgoing.get(m.to) === transfer) this.outgoing.delete(m.to);
+    });
   }
 
-  private async runSend(m: SnapshotRequest, abort: AbortController): Promise<void> {
+  private async runSend(m: SnapshotRequest, abort: AbortController, done: () => void): Promise<void> {
     const t0 = performance.now();
     let reader: Awaited<ReturnType<NodeStore['openSnapshot']>> | undefined;
+    let installed: SnapshotMeta | undefined;
     try {
       reader = await this.d.store.openSnapshot();
       const h = reader.header;
       this.d.log.info('snapshot transfer starting', { to: m.to, term: m.term, index: h.index, snapshotTerm: h.term });
-      const installed = await this.d.send(m.to, m.term, reader.chunks(this.d.chunkBytes), { signal: abort.signal });
+      installed = await this.d.send(m.to, m.term, reader.chunks(this.d.chunkBytes), { signal: abort.signal });
       this.counters.sent++;
       this.d.log.info('snapshot transfer done', { to: m.to, index: installed.index, ms: Math.round(performance.now() - t0) });
-      this.d.runtime.reportSnapshot(m.to, m.term, installed);
     } catch (e) {
       this.counters.sendFailures++;
       this.d.log.warn('snapshot transfer failed', { to: m.to, error: (e as Error)?.message ?? String(e) });
-      this.d.runtime.reportSnapshot(m.to, m.term, undefined);
     } finally {
       await reader?.close().catch(() => undefined);
+      // Free the slot before reporting, so the core's next request for this follower is taken.
+      done();
+      this.d.runtime.reportSnapshot(m.to, m.term, installed);
     }
   }
 
   /** This node stopped leading (or is stopping): its transfers have no reason to go on. */
   abortOutgoing(reason: string): void {
-    for (const a of this.outgoing.values()) a.abort(new RaftKvError('UNAVAILABLE', reason));
+    for (const t of this.outgoing.values()) t.abort.abort(new RaftKvError('UNAVAILABLE', reason));
   }
 
   // ---- follower -------------------------------------------------------------------------------

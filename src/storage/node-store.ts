@@ -109,8 +109,10 @@ export interface SnapshotStaging {
   /** The generation of the state keyspace the records are written into. */
   readonly generation: number;
   /**
-   * Writes records in one batch. Not synced: the install's synced batch makes them durable (a LevelDB
-   * sync makes every earlier write durable too). Must not be called again before it resolved.
+   * Writes records in one synced batch. Synced each: LevelDB's synced install batch would make earlier
+   * writes durable only within the same write-ahead log file, and a snapshot of a few MB spans
+   * several (a file is closed without a sync when the memtable is switched), so a power loss could
+   * keep the install and lose staged records. Must not be called again before it resolved.
    */
   write(records: readonly SnapshotRecord[]): Promise<void>;
   /** Drops what was staged. Idempotent; a later beginStaging() also aborts this one. */
@@ -748,7 +750,7 @@ export class NodeStore {
       else throw new Error(`NodeStore: staging.write got a record of unknown kind ${String((r as { kind: unknown }).kind)}`);
     }
     if (ops.length === 0) return;
-    const done = this.write(ops, 'staging write', false);
+    const done = this.write(ops, 'staging write');
     s.writing = done;
     try {
       await done;
@@ -838,9 +840,9 @@ export class NodeStore {
     if (this.closed) throw new Error(`NodeStore.${op}: the store for ${this.dir} is closed`);
   }
 
-  private async write(ops: BatchOp[], op: string, sync = true): Promise<void> {
+  private async write(ops: BatchOp[], op: string): Promise<void> {
     try {
-      await this.db.batch(ops, { sync });
+      await this.db.batch(ops, { sync: true });
     } catch (err) {
       throw this.fail(op, err);
     }

@@ -107,7 +107,7 @@ describe('InstallSnapshot on real processes', () => {
     expect(Buffer.from(got.kv!.value).toString()).toBe('yes');
   });
 
-  it('a follower killed while installing a snapshot keeps its old state intact, then catches up', async () => {
+  it('a follower killed in the middle of a snapshot transfer keeps its old state intact, then catches up', async () => {
     const leader = await cluster.waitForLeader();
     const follower = cluster.ids.find((id) => id !== leader)!;
     await cluster.stopNode(follower);

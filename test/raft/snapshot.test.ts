@@ -221,4 +221,41 @@ describe('§7 InstallSnapshot', () => {
     const resp = h.sent.filter((m): m is AppendResponse => m.type === 'AppResp' && m.from === 3);
     expect(resp.length).toBeGreaterThan(0);
   });
+
+  it('a snapshot that arrives while a Ready is being handled is installed by the next one, after it', () => {
+    const entries = [1, 2, 3, 4, 5].map((index) => ({ index, term: index <= 2 ? 1 : 2, type: 'normal' as const, data: bytes(`${index}`) }));
+    const f = new Raft({
+      id: 2,
+      peers: [1, 2, 3],
+      electionTimeoutTicks: 10,
+      heartbeatIntervalTicks: 2,
+      rng: createRng(1),
+      initial: { hardState: { term: 2, vote: 0, commit: 2 }, entries: entries.slice(0, 3), applied: 1 },
+    });
+    // The leader of term 2 appends 4 and 5 and commits 3: a Ready with entries to persist and apply.
+    f.step({ type: 'App', from: 1, to: 2, term: 2, prevIndex: 3, prevTerm: 2, entries: entries.slice(3), commit: 3 });
+    const r0 = f.ready();
+    expect(r0.entries.map((e) => e.index)).toEqual([4, 5]);
+    expect(r0.committedEntries.map((e) => e.index)).toEqual([2, 3]);
+    // Meanwhile a leader of term 4 sends a snapshot at 8/4, then an append after it.
+    f.step({ type: 'Snap', from: 3, to: 2, term: 4, snapshot: { index: 8, term: 4 } });
+    f.step({
+      type: 'App', from: 3, to: 2, term: 4, prevIndex: 8, prevTerm: 4, commit: 9,
+      entries: [{ index: 9, term: 4, type: 'normal', data: bytes('9') }],
+    });
+    f.advance(r0);
+    expect(f.appliedIndex).toBe(3);
+    const r1 = f.ready();
+    expect(r1.snapshot).toEqual({ index: 8, term: 4 });
+    expect(r1.entries.map((e) => e.index)).toEqual([9]);
+    expect(r1.committedEntries).toHaveLength(0);
+    expect(r1.hardState?.commit).toBe(9);
+    f.compact(3); // below a pending snapshot: nothing to do
+    f.advance(r1);
+    expect(f.appliedIndex).toBe(8);
+    const r2 = f.ready();
+    expect(r2.committedEntries.map((e) => e.index)).toEqual([9]);
+    f.advance(r2);
+    expect(f.appliedIndex).toBe(9);
+  });
 });
