@@ -117,18 +117,23 @@ describe('InstallSnapshot on real processes', () => {
 
     // About 6 MiB of data: with 1 KiB chunks the transfer takes thousands of acknowledged chunks.
     const big = Buffer.alloc(8 * 1024, 7);
-    for (let i = 0; i < 800; i++) await put(leader, `big/${String(i).padStart(4, '0')}`, big);
+    let lastIndex = 0;
+    for (let i = 0; i < 800; i++) lastIndex = num((await put(leader, `big/${String(i).padStart(4, '0')}`, big)).header!.index);
     await waitFor(async () => num((await status(leader)).log_start_index) > oldApplied, 20_000, 'the leader to compact', 50);
 
     const p = await cluster.restart(follower);
     await waitFor(() => p.stderr.includes('snapshot transfer incoming'), 20_000, 'the transfer to start', 5);
     await cluster.kill(follower);
 
-    // The old state is there, untouched, and the half-received snapshot is gone once the store opens.
+    // The old state is there, whole, and none of the half-received snapshot. (Appends the leader had
+    // queued for the follower before it compacted may have reached it first: the state can be a
+    // little ahead of where it stopped, but it is a state of the log, short of the snapshot's.)
     const store = await NodeStore.open(cluster.dataDir(follower), { clusterId: CLUSTER_ID, nodeId: follower, create: false });
     try {
-      expect(store.appliedIndex).toBe(oldApplied);
-      expect(await store.getData(b('big/0000'))).toBeUndefined();
+      expect(store.appliedIndex).toBeGreaterThanOrEqual(oldApplied);
+      expect(store.appliedIndex).toBeLessThan(lastIndex);
+      expect(await store.getData(b('big/0799'))).toBeUndefined();
+      if (store.appliedIndex === oldApplied) expect(await store.getData(b('big/0000'))).toBeUndefined();
     } finally {
       await store.close();
     }
