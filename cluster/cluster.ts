@@ -5,7 +5,8 @@
 // act on one NODE (`1`, `node1` or `leader`).
 //
 // This is a local dev/test cluster: its nodes run with --enable-fault-injection, so that `partition`
-// and `heal` can cut and restore links between them (cluster/partition.ts). They listen on loopback.
+// and `heal` can cut and restore links between them (cluster/partition.ts), and `clock` can skew one
+// node's clock rate. They listen on loopback.
 
 import { resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
@@ -14,6 +15,7 @@ import {
   cleanCluster,
   healCluster,
   killNode,
+  parseClockRate,
   partitionCluster,
   pauseNode,
   printStatus,
@@ -21,6 +23,7 @@ import {
   restoreCluster,
   resolveNode,
   resumeNode,
+  setNodeClockRate,
   showPath,
   startCluster,
   stopCluster,
@@ -140,6 +143,19 @@ const COMMANDS: readonly CommandSpec[] = [
   nodeCommand('pause', 'freeze a node (SIGSTOP): alive but silent, like a long GC pause', pauseNode),
   nodeCommand('resume', 'continue a paused node (SIGCONT)', resumeNode),
   {
+    name: 'clock',
+    args: '<node> <rate>',
+    summary:
+      'test only: NODE\'s tick clock (elections, heartbeats, leases) runs at RATE times real time (1.05: 5% fast, ' +
+      '1: real time), until the node restarts (NODE: 1, node1 or leader)',
+    async run(ctx, args) {
+      const rate = parseClockRate(args[1]!);
+      const state = requireState(ctx.dir, ctx.hint('start'));
+      const node = await resolveNode(ctx, state, args[0]!);
+      await setNodeClockRate(ctx, state, node, rate);
+    },
+  },
+  {
     name: 'partition',
     args: '<spec...>',
     summary: `cut links between nodes (replacing any partition in place, unless --add): ${PARTITION_USAGE.map((l) => l.split(/\s{2,}/)[0]).join(' | ')}`,
@@ -203,6 +219,7 @@ export function buildProgram(io: ClusterIo): Command {
         '  npm run cluster -- pause 2 / resume 2',
         '  npm run cluster -- partition isolate leader   the old leader turns read-only; the others elect a new one',
         '  npm run cluster -- heal',
+        '  npm run cluster -- clock 2 1.05            node2\'s clock runs 5% fast (test only; until it restarts)',
         '  npm run cluster -- stop                    the data stays; `clean` deletes it',
         '  npm run cluster -- restore backup.snap     start again from a backup (bin/kvctl snapshot save backup.snap --endpoint ...)',
         '',

@@ -5,6 +5,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, renameSync, rmSync } from 'node:fs';
 import { isAbsolute, relative } from 'node:path';
 import { restoreSnapshotFile, SnapshotFileError, verifySnapshotFile } from '../src/cli/snapshot-files.js';
+import { MAX_CLOCK_RATE } from '../src/server/fault-service.js';
 import {
   address,
   dataDir,
@@ -36,7 +37,7 @@ import {
   waitState,
 } from './node-process.js';
 import { agreedLeader, callErrorReason, StatusClients, type StatusResponse } from './node-status.js';
-import { describeLinks, FaultClients, parsePartition, setLinksFailure, sortLinks, type Link, type PartitionState } from './partition.js';
+import { describeLinks, faultCallFailure, FaultClients, parsePartition, sortLinks, type Link, type PartitionState } from './partition.js';
 import { freePorts, isPortFree } from './ports.js';
 
 /** Nodes listen on loopback only. */
@@ -53,6 +54,8 @@ const SIGNAL_WAIT_MS = 5_000;
 const LOG_TAIL_LINES = 20;
 /** Deadline of one SetLinks call (partition, heal, and giving a restarted or resumed node its links). */
 const SET_LINKS_TIMEOUT_MS = 2_000;
+/** Deadline of one SetClockRate call (clock). */
+const SET_CLOCK_RATE_TIMEOUT_MS = 2_000;
 
 export interface ClusterIo {
   /** Writes one line (or several, joined by newlines) to the standard output. */
@@ -687,6 +690,40 @@ export async function resumeNode(ctx: ClusterContext, state: ClusterState, node:
   await rejoinPartition(ctx, state, node, 'resumed');
 }
 
+// ---- clock --------------------------------------------------------------------------------------
+
+/** RATE of `clock NODE RATE` as typed: a plain decimal (`1.05`, `.5`, `2`), > 0 and <= MAX_CLOCK_RATE. */
+export function parseClockRate(arg: string): number {
+  const rate = Number(arg);
+  if (!/^(\d+(\.\d*)?|\.\d+)$/.test(arg.trim()) || !(rate > 0 && rate <= MAX_CLOCK_RATE)) {
+    throw new ClusterError('INVALID_ARGUMENT', `clock: RATE must be a number > 0 and <= ${MAX_CLOCK_RATE} (1 = real time, 1.05 = 5% fast), got "${arg}"`);
+  }
+  return rate;
+}
+
+/**
+ * `clock NODE RATE` (test only): NODE's tick clock (elections, heartbeats, leases) runs at RATE times
+ * real time from now on (FaultInjection.SetClockRate). The node holds it in memory: a restart puts it
+ * back to real time, and the script does not record it.
+ */
+export async function setNodeClockRate(ctx: ClusterContext, state: ClusterState, node: NodeState, rate: number): Promise<void> {
+  const pid = requirePid(ctx, node);
+  if (processState(pid) === 'paused') {
+    throw new ClusterError('NOT_RUNNING', `${node.name} is paused (pid ${pid}) and cannot take a clock rate; resume it first: ${ctx.hint(`resume ${node.name}`)}`);
+  }
+  const faults = new FaultClients(state);
+  try {
+    await faults.setClockRate(node, rate, SET_CLOCK_RATE_TIMEOUT_MS);
+  } catch (e) {
+    throw new ClusterError('FAULT_INJECTION_FAILED', `clock: ${faultCallFailure(node, 'SetClockRate', e as Error, ctx.hint(`restart ${node.name}`))}`);
+  } finally {
+    faults.close();
+  }
+  const skewPercent = +(Math.abs(rate - 1) * 100).toPrecision(6);
+  const how = rate === 1 ? 'real time' : `${rate}x real time (${skewPercent}% ${rate > 1 ? 'fast' : 'slow'})`;
+  ctx.io.out(`${node.name}'s clock runs at ${how} until it restarts.${rate === 1 ? '' : ` Back to real time with: ${ctx.hint(`clock ${node.name} 1`)}`}`);
+}
+
 // ---- partition, heal -----------------------------------------------------------------------------
 
 /** What giveLinks did: the nodes that took the list, those skipped, and why each failure failed. */
@@ -714,7 +751,7 @@ async function giveLinks(ctx: ClusterContext, state: ClusterState, nodes: readon
     const results = await Promise.all(targets.map((n) => faults.setLinks(n, links, SET_LINKS_TIMEOUT_MS).then(() => undefined, (e: Error) => e)));
     const failures = targets.flatMap((n, i) => {
       const e = results[i];
-      return e === undefined ? [] : [setLinksFailure(n, e, ctx.hint(`restart ${n.name}`))];
+      return e === undefined ? [] : [faultCallFailure(n, 'SetLinks', e, ctx.hint(`restart ${n.name}`))];
     });
     return { applied: targets.filter((_, i) => results[i] === undefined), skipped, failures };
   } finally {

@@ -22,7 +22,7 @@ export type ClusterErrorCode =
   | 'TIMEOUT'
   /** SIGINT/SIGTERM arrived while the script was starting nodes; it stopped them again. */
   | 'INTERRUPTED'
-  /** A running node did not take a partition or heal (SetLinks failed, or it lacks FaultInjection). */
+  /** A running node did not take a partition, heal or clock rate (the call failed, or it lacks FaultInjection). */
   | 'FAULT_INJECTION_FAILED'
   /** `restore FILE`: the file cannot be read or fails verification; nothing was changed. */
   | 'SNAPSHOT_INVALID'

@@ -2,7 +2,8 @@
 // list of cut (from, to) links, and that list goes to every node through the test-only FaultInjection
 // service (proto/fault.proto), which the script's nodes serve (it starts them with
 // --enable-fault-injection). Every node gets the same list and drops what it would send and what it
-// receives on a listed link, so exactly the listed links are cut, whatever the direction.
+// receives on a listed link, so exactly the listed links are cut, whatever the direction. The same
+// service skews one node's clock rate (`clock`; FaultClients.setClockRate).
 //
 //   isolate NODE          NODE cut from every other node, both ways (NODE may be `leader`)
 //   split G1 G2           two groups cut from each other, both ways; every node in one of them
@@ -134,13 +135,15 @@ export function describeLinks(links: readonly Link[]): string {
   return links.map(([f, t]) => `node${f}→node${t}`).join(', ');
 }
 
-// ---- SetLinks -----------------------------------------------------------------------------------
+// ---- FaultInjection calls -----------------------------------------------------------------------
 
-type SetLinksFn = (
+type FaultRpc = 'SetLinks' | 'SetClockRate';
+
+type FaultRpcFn = (
   req: object,
   md: grpc.Metadata,
   opts: grpc.CallOptions,
-  cb: (err: grpc.ServiceError | null, res?: { blocked_count: number }) => void,
+  cb: (err: grpc.ServiceError | null, res?: unknown) => void,
 ) => grpc.ClientUnaryCall;
 
 const FaultClientCtor = grpc.makeGenericClientConstructor(faultServiceDefinition, 'FaultInjection');
@@ -153,13 +156,22 @@ export class FaultClients {
 
   /** Gives `node` the complete list of cut links (an empty list heals it), within `timeoutMs`. */
   setLinks(node: NodeState, links: readonly Link[], timeoutMs: number): Promise<void> {
+    const req = { blocked: links.map(([from, to]) => ({ from: String(from), to: String(to) })) };
+    return this.call(node, 'SetLinks', req, timeoutMs);
+  }
+
+  /** Test only: `node`'s tick clock runs at `rate` times real time from now on, until it restarts. */
+  setClockRate(node: NodeState, rate: number, timeoutMs: number): Promise<void> {
+    return this.call(node, 'SetClockRate', { rate }, timeoutMs);
+  }
+
+  private call(node: NodeState, rpc: FaultRpc, req: object, timeoutMs: number): Promise<void> {
     let client = this.clients.get(node.id);
     if (client === undefined) {
       client = new FaultClientCtor(address(this.state, node), grpc.credentials.createInsecure());
       this.clients.set(node.id, client);
     }
-    const fn = (client as unknown as { SetLinks: SetLinksFn }).SetLinks;
-    const req = { blocked: links.map(([from, to]) => ({ from: String(from), to: String(to) })) };
+    const fn = (client as unknown as Record<FaultRpc, FaultRpcFn>)[rpc];
     return new Promise((resolve, reject) => {
       fn.call(client, req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err) => (err ? reject(err) : resolve()));
     });
@@ -171,12 +183,15 @@ export class FaultClients {
   }
 }
 
-/** Why SetLinks failed on a node, for people: UNIMPLEMENTED means no --enable-fault-injection. */
-export function setLinksFailure(node: NodeState, err: Error, restartHint: string): string {
+/**
+ * Why a FaultInjection call (`rpc`) failed on a node, for people: UNIMPLEMENTED means no
+ * --enable-fault-injection, or a node older than the RPC.
+ */
+export function faultCallFailure(node: NodeState, rpc: FaultRpc, err: Error, restartHint: string): string {
   const code = (err as Partial<grpc.ServiceError>).code;
   if (code === grpc.status.UNIMPLEMENTED) {
-    return `${node.name} does not serve FaultInjection: it runs without --enable-fault-injection (started by an older version of this script?); restart it: ${restartHint}`;
+    return `${node.name} does not serve FaultInjection.${rpc}: it runs without --enable-fault-injection, or an older kvnode (started by an older version of this script?); restart it: ${restartHint}`;
   }
   const name = typeof code === 'number' ? (grpc.status[code] ?? String(code)) : 'error';
-  return `${node.name}: SetLinks failed: ${name}: ${(err as Partial<grpc.ServiceError>).details ?? err.message}`;
+  return `${node.name}: ${rpc} failed: ${name}: ${(err as Partial<grpc.ServiceError>).details ?? err.message}`;
 }

@@ -265,7 +265,11 @@ export class KvNode {
         { maxChunkBytes: Math.min(MAX_SNAPSHOT_CHUNK_BYTES, c.maxMessageBytes - SNAPSHOT_CHUNK_OVERHEAD_BYTES) },
       );
       if (c.faultInjection) {
-        addFaultService(this.server, (links) => this.setBlockedLinks(links));
+        addFaultService(
+          this.server,
+          (links) => this.setBlockedLinks(links),
+          (rate) => this.setClockRate(rate),
+        );
         this.log.warn('fault injection enabled (test only)');
       }
       this.transport.addToServer(this.server);
@@ -325,6 +329,12 @@ export class KvNode {
     const blocked = new Set(links.map(([f, t]) => `${f}>${t}`));
     this.transport.setLinkFilter(blocked.size === 0 ? undefined : (from, to) => !blocked.has(`${from}>${to}`));
     this.log.info('links', { blocked: [...blocked] });
+  }
+
+  /** Test only: this node's tick clock runs at `rate` times real time from now on (not persisted). */
+  setClockRate(rate: number): void {
+    this.runtime.setClockRate(rate);
+    this.log.info('clock', { rate });
   }
 
   /** Starts an election now (used by tests and tools). */

@@ -7,6 +7,9 @@ import type { Raft } from '../raft/raft.js';
 import type { Entry, HardState, Message, NodeId, Ready, SnapshotMeta, SnapshotRequest, SoftState } from '../raft/types.js';
 import type { Logger } from './logger.js';
 
+/** Limit: the fastest tick clock setClockRate accepts (a test hook; 10x real time is plenty). */
+export const MAX_CLOCK_RATE = 10;
+
 /** `S`: what the store needs to install a staged snapshot (opaque to the runtime). */
 export interface LogStore<S> {
   /**
@@ -144,8 +147,15 @@ export class RaftRuntime<R, S> {
   private ticker: NodeJS.Timeout | undefined;
   /** While a batch is being applied: its last index; else 0. */
   private applyingTo = 0;
-  /** Monotonic clock reading when ticking started, and ticks given to the core since. */
-  private tickOriginMs = 0;
+  /**
+   * The tick clock: virtual milliseconds that run at `clockRate` times the monotonic clock, piecewise
+   * from the last anchor (start, or a rate change), so a change never jumps it. Invariant:
+   * virtualNowMs() = virtualAtAnchorMs + (performance.now() - realAtAnchorMs) * clockRate.
+   */
+  private clockRate = 1;
+  private realAtAnchorMs = 0;
+  private virtualAtAnchorMs = 0;
+  /** Ticks given to the core since start; Invariant: ticksDone <= floor(virtualNowMs() / tickMs). */
   private ticksDone = 0;
   private loopRunning = false;
   private loopDone: Promise<void> = Promise.resolve();
@@ -166,10 +176,32 @@ export class RaftRuntime<R, S> {
   }
 
   start(): void {
-    this.tickOriginMs = performance.now();
+    this.realAtAnchorMs = performance.now();
+    this.virtualAtAnchorMs = 0;
     this.ticksDone = 0;
+    // The period stays tickMs whatever the clock rate: catchUpTicks gives a fast clock more ticks per call.
     this.ticker = setInterval(() => this.catchUpTicks(), this.opts.tickMs);
     this.kick();
+  }
+
+  /**
+   * Test only (clock-rate drift for the nemesis): from now on this node's tick clock runs at `rate`
+   * times real time: 1 is real time (the default), 1.05 is 5% fast, 0.5 half speed. The clock
+   * continues from where it is, without a jump. Leader leases are safe only while the nodes' rates
+   * differ by less than the configured max clock drift. Throws a RangeError unless 0 < rate <= MAX_CLOCK_RATE.
+   */
+  setClockRate(rate: number): void {
+    if (!(rate > 0 && rate <= MAX_CLOCK_RATE)) {
+      throw new RangeError(`setClockRate: rate must be > 0 and <= ${MAX_CLOCK_RATE}, got ${rate}`);
+    }
+    this.virtualAtAnchorMs = this.virtualNowMs();
+    this.realAtAnchorMs = performance.now();
+    this.clockRate = rate;
+  }
+
+  /** The tick clock's reading (see clockRate). */
+  private virtualNowMs(): number {
+    return this.virtualAtAnchorMs + (performance.now() - this.realAtAnchorMs) * this.clockRate;
   }
 
   /**
@@ -177,11 +209,12 @@ export class RaftRuntime<R, S> {
    * after the event loop stalls (a long GC, SIGSTOP), so counting callbacks would slow this node's
    * clock down: a leader would then believe in a lease that has run out. Call it before trusting
    * the core's sense of time (before a lease read). A stall longer than a few election timeouts is
-   * caught up only in part: enough for every lease and election timer to run out.
+   * caught up only in part: enough for every lease and election timer to run out. Time here is the
+   * tick clock's (setClockRate), which is the monotonic clock unless a test skews it.
    */
   catchUpTicks(): void {
     if (this.stopped || this.ticker === undefined) return;
-    const due = Math.floor((performance.now() - this.tickOriginMs) / this.opts.tickMs);
+    const due = Math.floor(this.virtualNowMs() / this.opts.tickMs);
     const maxBurst = 4 * this.opts.electionTimeoutTicks;
     if (due - this.ticksDone > maxBurst) this.ticksDone = due - maxBurst;
     if (due <= this.ticksDone) return;

@@ -1,5 +1,5 @@
-// The test-only FaultInjection service (proto/fault.proto): cuts peer links at run time. Registered
-// only on nodes started with --enable-fault-injection.
+// The test-only FaultInjection service (proto/fault.proto): cuts peer links and skews the tick clock's
+// rate at run time. Registered only on nodes started with --enable-fault-injection.
 
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -21,11 +21,30 @@ export const faultServiceDefinition = faultPackageDefinition['raftkv.test.v1.Fau
 /** Limit: links in one SetLinks request (a 9-node cluster has 72). */
 export const MAX_FAULT_LINKS = 1024;
 
+/** Limit: the fastest clock rate SetClockRate accepts (as RaftRuntime's MAX_CLOCK_RATE). */
+export const MAX_CLOCK_RATE = 10;
+
 interface SetLinksRequest {
   blocked: { from: string; to: string }[];
 }
 
-export function addFaultService(server: grpc.Server, setLinks: (links: Array<[number, number]>) => void): void {
+interface SetClockRateRequest {
+  rate: number;
+}
+
+/** The rate of a SetClockRate request, refused unless finite, > 0 and <= MAX_CLOCK_RATE. */
+export function checkClockRate(field: string, rate: unknown): number {
+  if (typeof rate !== 'number' || !Number.isFinite(rate) || rate <= 0 || rate > MAX_CLOCK_RATE) {
+    throw new InvalidArgumentError(field, `must be a number > 0 and <= ${MAX_CLOCK_RATE} (1 = real time), got ${String(rate)}`);
+  }
+  return rate;
+}
+
+export function addFaultService(
+  server: grpc.Server,
+  setLinks: (links: Array<[number, number]>) => void,
+  setClockRate: (rate: number) => void,
+): void {
   server.addService(faultServiceDefinition, {
     SetLinks: (call: grpc.ServerUnaryCall<SetLinksRequest, unknown>, callback: grpc.sendUnaryData<unknown>) => {
       try {
@@ -36,6 +55,14 @@ export function addFaultService(server: grpc.Server, setLinks: (links: Array<[nu
         const links = blocked.map((l, i): [number, number] => [parseU64(`blocked[${i}].from`, l.from), parseU64(`blocked[${i}].to`, l.to)]);
         setLinks(links);
         callback(null, { blocked_count: links.length });
+      } catch (err) {
+        callback(toServiceError(err, 0, () => undefined));
+      }
+    },
+    SetClockRate: (call: grpc.ServerUnaryCall<SetClockRateRequest, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+      try {
+        setClockRate(checkClockRate('rate', call.request.rate));
+        callback(null, {});
       } catch (err) {
         callback(toServiceError(err, 0, () => undefined));
       }

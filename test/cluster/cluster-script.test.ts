@@ -451,6 +451,34 @@ describe('partition and heal', () => {
     await ok('start', '--dir', dir);
     expect(await ok('status', '--dir', dir)).toContain('Partition: none');
   });
+
+  it('clock NODE RATE: the node\'s tick clock runs at RATE (it logs the change); bad rates are usage errors', async () => {
+    /** The rates node `id` logged a `clock` event for, in order. */
+    const loggedRates = (id: number): number[] =>
+      readFileSync(join(dir, `node${id}`, 'node.log'), 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('"event":"clock"'))
+        .map((l) => (JSON.parse(l) as { rate: number }).rate);
+
+    const out = await ok('clock', '2', '1.05', '--dir', dir);
+    expect(out).toContain('node2\'s clock runs at 1.05x real time (5% fast) until it restarts.');
+    expect(out).toContain('Back to real time with: npm run cluster -- clock node2 1 --dir');
+    await waitFor(() => loggedRates(2).at(-1) === 1.05, WAIT_MS, 'node2 to log its clock rate 1.05', 20);
+
+    const leader = await waitLeader(dir, [1, 2, 3]);
+    expect(await ok('clock', 'leader', '1', '--dir', dir)).toContain(`node${leader}'s clock runs at real time until it restarts.`);
+    await waitFor(() => loggedRates(leader).at(-1) === 1, WAIT_MS, `node${leader} to log its clock rate 1`, 20);
+    await ok('clock', 'node2', '1', '--dir', dir);
+
+    for (const bad of ['0', '11', 'fast', '1.05x', '-1']) {
+      const r = await cli('clock', '1', bad, '--dir', dir);
+      expect(r.code, bad).toBe(64);
+      expect(r.err).toContain(`clock: RATE must be a number > 0 and <= 10 (1 = real time, 1.05 = 5% fast), got "${bad}"`);
+    }
+    const unknown = await cli('clock', 'node7', '1', '--dir', dir);
+    expect(unknown.code).toBe(1);
+    expect(unknown.err).toContain('unknown node "node7"');
+  });
 });
 
 describe('partition specs', () => {
