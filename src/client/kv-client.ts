@@ -122,6 +122,13 @@ export interface KvClientOptions {
   readonly attemptTimeoutMs?: number;
   /** Limit: writes waiting behind the one in progress (see "Writes" on KvClient). Default 1000. */
   readonly maxQueuedWrites?: number;
+  /**
+   * false: send every call to the configured endpoints only, never to the leader the client learned
+   * of; the node asked forwards writes, and serves LINEARIZABLE reads itself (a follower asks the
+   * leader for a read index). For tests of each node's own paths, and to spread reads over followers.
+   * Default true.
+   */
+  readonly followLeader?: boolean;
   /** Limit: bytes of one gRPC message in either direction. Default 16 MiB. */
   readonly maxMessageBytes?: number;
   /** Extra gRPC channel options. */
@@ -169,6 +176,7 @@ export class KvClient {
   readonly sessionReads: boolean;
   private readonly attemptTimeoutMs: number | undefined;
   private readonly maxQueuedWrites: number;
+  private readonly followLeader: boolean;
   private readonly channelOptions: grpc.ChannelOptions;
   private readonly random: () => number;
   private readonly clock: Clock;
@@ -213,6 +221,7 @@ export class KvClient {
     this.sessionReads = options.session ?? false;
     this.attemptTimeoutMs = options.attemptTimeoutMs === undefined ? undefined : positiveInt('attemptTimeoutMs', options.attemptTimeoutMs);
     this.maxQueuedWrites = nonNegativeInt('maxQueuedWrites', options.maxQueuedWrites ?? DEFAULT_MAX_QUEUED_WRITES);
+    this.followLeader = options.followLeader ?? true;
     this.nextSeq = positiveInt('firstSeq', options.firstSeq ?? 1);
     const maxMessageBytes = positiveInt('maxMessageBytes', options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES);
     this.channelOptions = {
@@ -619,7 +628,7 @@ export class KvClient {
       if (!isRetryable(err) || n > this.maxRetries) throw err;
       let delayMs: number;
       const hint = err instanceof NotLeaderError ? this.hintAddress(err) : undefined;
-      if (hint !== undefined && hint !== endpoint && hintsFollowed < this.endpoints.length) {
+      if (this.followLeader && hint !== undefined && hint !== endpoint && hintsFollowed < this.endpoints.length) {
         // A fresh hint is followed at once; a chain of hints longer than the cluster means the
         // nodes disagree (an election), so backoff takes over.
         hinted = hint;
@@ -634,7 +643,7 @@ export class KvClient {
   }
 
   private pick(target: Target): string {
-    if (target === 'leader' && this.leaderId !== 0) {
+    if (target === 'leader' && this.followLeader && this.leaderId !== 0) {
       const addr = this.addressOf(this.leaderId);
       if (addr !== undefined) return addr;
     }
