@@ -42,7 +42,7 @@ export interface NemesisOptions {
   /** A fault holds for a time drawn from this range (ms), then heals; the next comes after a gap. */
   readonly faultHoldMs?: readonly [number, number];
   readonly faultGapMs?: readonly [number, number];
-  /** The checker's budget per key; past it the verdict is unknown. */
+  /** The checker's time budget for the whole history; past it the verdict is unknown. */
   readonly checkTimeoutMs?: number;
   readonly log?: (line: string) => void;
 }
