@@ -33,28 +33,22 @@ describe('§7 log compaction', () => {
 
   it('a restarted node continues from its snapshot point and a log after it', () => {
     const entries = [5, 6, 7].map((index) => ({ index, term: 2, type: 'normal' as const, data: bytes(`${index}`) }));
-    const n = new Raft({
-      id: 1,
-      peers: [1, 2, 3],
-      electionTimeoutTicks: 10,
-      heartbeatIntervalTicks: 2,
-      rng: createRng(1),
-      initial: { hardState: { term: 2, vote: 0, commit: 6 }, snapshot: { index: 4, term: 2 }, entries, applied: 4 },
-    });
-    expect(n.lastIndex).toBe(7);
-    expect(n.termAt(4)).toBe(2);
-    const r = n.ready();
-    expect(r.committedEntries.map((e) => e.index)).toEqual([5, 6]);
-    n.advance(r);
-    const bad = (over: object) => () =>
+    const restart = (over: object = {}): Raft =>
       new Raft({
         id: 1,
-        peers: [1],
+        peers: [1, 2, 3],
         electionTimeoutTicks: 10,
         heartbeatIntervalTicks: 2,
         rng: createRng(1),
         initial: { hardState: { term: 2, vote: 0, commit: 6 }, snapshot: { index: 4, term: 2 }, entries, applied: 4, ...over },
       });
+    const n = restart();
+    expect(n.lastIndex).toBe(7);
+    expect(n.termAt(4)).toBe(2);
+    const r = n.ready();
+    expect(r.committedEntries.map((e) => e.index)).toEqual([5, 6]);
+    n.advance(r);
+    const bad = (over: object) => () => restart(over);
     expect(bad({ applied: 3 })).toThrow(/applied 3 is below the snapshot index 4/);
     expect(bad({ snapshot: { index: 3, term: 2 } })).toThrow(/not dense/);
   });
