@@ -456,7 +456,8 @@ export class Raft {
     this.readQueue = [];
     this.readsBeforeCommit = [];
     this.ackedRound.clear();
-    this.confirmedRound = 0;
+    // No round of this term is in flight yet (acks of earlier rounds are ignored: ackedRound is empty).
+    this.confirmedRound = this.heartbeatRound;
     this.roundsSent = [];
     this.leaderTicks = 0;
     // Stepping down (or anything else that resets) ends the lease at once.
@@ -842,6 +843,18 @@ export class Raft {
     }
     // The heartbeat round sent next confirms this read.
     this.readQueue.push({ from, context, index, round: this.heartbeatRound + 1 });
+    this.maybeBcastReadRound();
+  }
+
+  /**
+   * Starts a heartbeat round for the reads waiting on the next one, unless a round is in flight
+   * (sent, not yet confirmed by a quorum): then the reads wait for it to be confirmed, and one new
+   * round serves all that came meanwhile (maybeConfirmRound sends it). So concurrent reads share a
+   * confirmation round, and a busy leader sends one round per round trip, not one per read. A round
+   * lost on the way is replaced by the next periodic heartbeat, which confirms the waiting reads too.
+   */
+  private maybeBcastReadRound(): void {
+    if (this.heartbeatRound > this.confirmedRound) return;
     this.bcastHeartbeat();
   }
 
@@ -867,6 +880,8 @@ export class Raft {
       k++;
     }
     if (k > 0) this.readQueue.splice(0, k);
+    // Reads that came while the confirmed round was in flight wait on the next one.
+    if (this.readQueue.length > 0) this.maybeBcastReadRound();
   }
 
   private answerRead(from: NodeId, context: number, index: number): void {
@@ -906,7 +921,7 @@ export class Raft {
         else this.readQueue.push({ from: r.from, context: r.context, index: candidate, round });
       }
       this.readsBeforeCommit = [];
-      if (this.quorum > 1) this.bcastHeartbeat();
+      if (this.quorum > 1) this.maybeBcastReadRound();
     }
     return true;
   }

@@ -66,6 +66,43 @@ describe('ReadIndex', () => {
     expect(states.map((s) => s.context)).toEqual([1, 2, 3, 4, 5]);
   });
 
+  it('reads that arrive while a round is in flight share the next round, not one round each', () => {
+    const h = new Harness([1, 2, 3]);
+    h.elect(1);
+    h.deliverAll();
+    const heartbeats = (): number => h.sent.filter((m) => m.type === 'Heartbeat').length;
+    const before = heartbeats();
+    h.node(1).readIndex(1);
+    readStatesOf(h, 1);
+    expect(heartbeats() - before).toBe(2); // round r to both followers
+    // Round r is in flight: these wait for the next round instead of starting one each.
+    for (let c = 2; c <= 10; c++) h.node(1).readIndex(c);
+    readStatesOf(h, 1);
+    expect(heartbeats() - before).toBe(2);
+    const states = deliverCollecting(h, 1);
+    expect(states.map((s) => s.context)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    // Round r confirmed the first read; one more round (r + 1) confirmed the nine others.
+    expect(heartbeats() - before).toBe(4);
+  });
+
+  it('when a read round is lost, the next periodic heartbeat confirms the waiting reads', () => {
+    const h = new Harness([1, 2, 3]);
+    h.elect(1);
+    h.deliverAll();
+    h.node(1).readIndex(1);
+    // The round's heartbeats are lost.
+    expect(deliverCollecting(h, 1, (m) => m.type !== 'Heartbeat')).toEqual([]);
+    // Still in flight as far as the leader knows: a new read starts no round of its own.
+    h.node(1).readIndex(2);
+    expect(deliverCollecting(h, 1, (m) => m.type !== 'Heartbeat')).toEqual([]);
+    let states: ReadState[] = [];
+    for (let t = 0; t < 10 && states.length < 2; t++) {
+      h.node(1).tick();
+      states = states.concat(deliverCollecting(h, 1));
+    }
+    expect(states.map((s) => s.context)).toEqual([1, 2]);
+  });
+
   it('a new leader serves no read before an entry of its own term is committed (etcd#7331)', () => {
     const h = new Harness([1, 2, 3]);
     // Hold back the new leader's no-op: its commit index (0) says nothing about what is committed.
