@@ -24,18 +24,22 @@ import {
   type Command,
   type WriteResult,
 } from './command.js';
+import { RecordCache } from './record-cache.js';
 import { decodeRecord, encodeRecord, type KvRecord } from './record.js';
 import { decodeSession, encodeSession, SessionTable, type SessionMeta } from './session-table.js';
 
 export const DEFAULT_MAX_SESSIONS = 10_000;
 export const DEFAULT_SESSION_TTL_MS = 10 * 60 * 1000;
 export const DEFAULT_RANGE_LIMIT = 1000;
+export const DEFAULT_CACHE_BYTES = 64 * 1024 * 1024;
 
 export interface KvStateMachineOptions {
   /** Limit: client sessions kept; the least recently used is evicted beyond it. Same on all nodes. */
   readonly maxSessions?: number;
   /** A session idle this long (by the session clock) expires. Same on all nodes. */
   readonly sessionTtlMs?: number;
+  /** Limit: bytes of records kept in memory for reads and applies (0: none). Default 64 MiB. */
+  readonly cacheBytes?: number;
 }
 
 /** Keys that start with `prefix`, or keys in [start, end) (no end: to the last key). */
@@ -118,18 +122,21 @@ export class KvStateMachine {
   private applying = false;
   /** Set when an apply failed midway; the in-memory session table may then be ahead of the disk. */
   private failure: unknown;
+  /** Records of recently used keys as of the last completed apply (see record-cache.ts). */
+  private readonly cache: RecordCache;
 
-  private constructor(store: NodeStore, sessions: SessionTable) {
+  private constructor(store: NodeStore, sessions: SessionTable, cacheBytes: number) {
     this.store = store;
     this.sessions = sessions;
     this.clockMs = store.sessionClockMs;
+    this.cache = new RecordCache(cacheBytes);
   }
 
   /** Loads the session table from `store`. The store stays owned by the caller (who closes it). */
   static async open(store: NodeStore, options: KvStateMachineOptions = {}): Promise<KvStateMachine> {
     const table = new SessionTable(options.maxSessions ?? DEFAULT_MAX_SESSIONS, options.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS);
     table.load(await readSessions(store));
-    return new KvStateMachine(store, table);
+    return new KvStateMachine(store, table, options.cacheBytes ?? DEFAULT_CACHE_BYTES);
   }
 
   /**
@@ -140,6 +147,7 @@ export class KvStateMachine {
     if (this.failure !== undefined) throw this.failure;
     if (this.applying) throw new Error('KvStateMachine.reload called while apply is in progress');
     this.applying = true;
+    this.cache.clear();
     try {
       const loaded = await readSessions(this.store);
       this.sessions.load(loaded);
@@ -155,6 +163,12 @@ export class KvStateMachine {
   /** The index of the last applied entry (durable). */
   get appliedIndex(): number {
     return this.store.appliedIndex;
+  }
+
+  /** The record cache's figures (for status and tests). */
+  get cacheStats(): { readonly entries: number; readonly bytes: number; readonly maxBytes: number; readonly hits: number; readonly misses: number } {
+    const c = this.cache;
+    return { entries: c.size, bytes: c.usedBytes, maxBytes: c.maxBytes, hits: c.hits, misses: c.misses };
   }
 
   /** Sessions in the table (for metrics and tests). */
@@ -195,9 +209,13 @@ export class KvStateMachine {
         sessions: batch.sessionChanges(),
         sessionClockMs: this.clockMs,
       });
+      // Durable: reads may see it now. Reads that missed meanwhile must not cache what they found.
+      this.cache.epoch++;
+      for (const [k, { record }] of batch.data) this.cache.set(k, record);
       return results;
     } catch (err) {
       this.failure = err;
+      this.cache.clear();
       throw err;
     } finally {
       this.applying = false;
@@ -206,8 +224,14 @@ export class KvStateMachine {
 
   /** The record of `key`, as of the last completed apply. */
   async get(key: Uint8Array): Promise<KvRecord | undefined> {
+    const k = byteKey(key);
+    const cached = this.cache.get(k);
+    if (cached !== undefined) return cached ?? undefined;
+    const epoch = this.cache.epoch;
     const b = await this.store.getData(key);
-    return b === undefined ? undefined : this.decodeStored(key, b);
+    const record = b === undefined ? undefined : this.decodeStored(key, b);
+    if (this.cache.epoch === epoch) this.cache.set(k, record ?? null);
+    return record;
   }
 
   /**

@@ -9,7 +9,7 @@ import { HealthImplementation } from 'grpc-health-check';
 import { NotLeaderError, RaftKvError } from '../errors.js';
 import { encodeCommand, type ApplyResult, type Command, type WriteResult } from '../kv/command.js';
 import type { KvRecord } from '../kv/record.js';
-import { KvStateMachine } from '../kv/state-machine.js';
+import { DEFAULT_CACHE_BYTES, KvStateMachine } from '../kv/state-machine.js';
 import { leaseDurationTicks, Raft } from '../raft/raft.js';
 import { createRng } from '../raft/rng.js';
 import { DEFAULT_MAX_CLOCK_DRIFT, NONE, type NodeId } from '../raft/types.js';
@@ -59,6 +59,8 @@ export interface KvNodeConfig {
   readonly maxPendingReads: number;
   /** Limit: bytes of one gRPC message, client or peer. */
   readonly maxMessageBytes: number;
+  /** Limit: bytes of key records cached in memory for reads and applies (0: none). Default 64 MiB. */
+  readonly cacheBytes?: number;
   /** Limit: bytes of proposed, uncommitted data on the leader. */
   readonly maxUncommittedBytes: number;
   /** Limit: appends in flight to one follower. */
@@ -171,7 +173,7 @@ export class KvNode {
     const t0 = performance.now();
     this.store = await NodeStore.open(c.dataDir, { clusterId: c.clusterId, nodeId: c.nodeId });
     try {
-      this.sm = await KvStateMachine.open(this.store);
+      this.sm = await KvStateMachine.open(this.store, { cacheBytes: c.cacheBytes ?? DEFAULT_CACHE_BYTES });
       const initial = this.store.initialState();
       // Restart cost: opening LevelDB and reading back the log after the snapshot point and the
       // session table; it grows with the log since the last snapshot, not with the history.
@@ -249,6 +251,9 @@ export class KvNode {
       this.server = new grpc.Server({
         'grpc.max_receive_message_length': c.maxMessageBytes,
         'grpc.max_send_message_length': c.maxMessageBytes,
+        // channelz keeps per-call statistics for an admin service this node does not serve: CPU spent
+        // on every call for nothing.
+        'grpc.enable_channelz': 0,
       });
       addKvService(this.server, this.handlers());
       addMaintenanceService(
@@ -524,6 +529,7 @@ export class KvNode {
       if (!addr) throw new NotLeaderError(leader);
       const Ctor = grpc.makeGenericClientConstructor(kvServiceDefinition, 'KV');
       client = new Ctor(addr, grpc.credentials.createInsecure(), {
+        'grpc.enable_channelz': 0,
         'grpc.max_receive_message_length': this.config.maxMessageBytes,
         'grpc.max_send_message_length': this.config.maxMessageBytes,
         // This channel keeps reconnecting while its node is down, with gRPC's default backoff (1 s,

@@ -1,0 +1,83 @@
+// The records of recently used keys, in memory, so that a Get and the read an apply does before each
+// write are answered without a LevelDB read (a thread-pool round trip each). Absent keys are cached
+// too (as null): a put of a new key reads it first.
+//
+// Coherence: the state machine updates the cache after each apply's write is durable, and bumps
+// `epoch` then. A read that missed and went to LevelDB inserts its answer only if the epoch did not
+// move while it was reading: otherwise an apply may have written the key meanwhile, and the answer
+// could be older than the cache's.
+
+import type { KvRecord } from './record.js';
+
+/** Bytes counted per entry on top of key and value: the map slot, the strings, the record object. */
+const ENTRY_OVERHEAD_BYTES = 96;
+
+interface Cached {
+  readonly record: KvRecord | null;
+  readonly bytes: number;
+}
+
+export class RecordCache {
+  /** Limit: bytes of cached entries (keys, values, overhead); 0 disables the cache. */
+  readonly maxBytes: number;
+  /** Bumped whenever cached state may have changed underneath a read in progress. */
+  epoch = 0;
+  /** Least recently used first (a Map keeps insertion order; a hit re-inserts). */
+  private readonly entries = new Map<string, Cached>();
+  /** Invariant: the sum of `bytes` over entries; <= maxBytes after every call. */
+  private bytes = 0;
+  hits = 0;
+  misses = 0;
+
+  constructor(maxBytes: number) {
+    if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) throw new RangeError(`RecordCache: maxBytes must be an integer >= 0, got ${maxBytes}`);
+    this.maxBytes = maxBytes;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get usedBytes(): number {
+    return this.bytes;
+  }
+
+  /** The cached record (null: known absent), or undefined when the key is not cached. */
+  get(key: string): KvRecord | null | undefined {
+    const e = this.entries.get(key);
+    if (e === undefined) {
+      this.misses++;
+      return undefined;
+    }
+    this.hits++;
+    this.entries.delete(key);
+    this.entries.set(key, e);
+    return e.record;
+  }
+
+  /** Caches a key's record (null: absent), evicting the least recently used beyond the limit. */
+  set(key: string, record: KvRecord | null): void {
+    const bytes = key.length + (record?.value.byteLength ?? 0) + ENTRY_OVERHEAD_BYTES;
+    const old = this.entries.get(key);
+    if (old !== undefined) {
+      this.entries.delete(key);
+      this.bytes -= old.bytes;
+    }
+    if (bytes > this.maxBytes) return;
+    this.entries.set(key, { record, bytes });
+    this.bytes += bytes;
+    if (this.bytes <= this.maxBytes) return;
+    for (const [k, e] of this.entries) {
+      this.entries.delete(k);
+      this.bytes -= e.bytes;
+      if (this.bytes <= this.maxBytes) break;
+    }
+  }
+
+  /** Forgets everything (the state was replaced); reads in progress will not insert their answers. */
+  clear(): void {
+    this.entries.clear();
+    this.bytes = 0;
+    this.epoch++;
+  }
+}

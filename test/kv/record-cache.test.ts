@@ -1,0 +1,129 @@
+// The record cache: its byte limit and LRU order, and, through the state machine, that it never
+// answers with a record older than the last completed apply (a read that missed while an apply wrote
+// the key must not cache what it found).
+
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { KvRecord } from '../../src/kv/index.js';
+import { RecordCache } from '../../src/kv/record-cache.js';
+import { makeTempDir, removeTempDir } from '../storage/temp-dir.js';
+import { dec, enc, Harness, type CommandInput } from './harness.js';
+
+const rec = (value: string): KvRecord => ({ value: enc(value), createIndex: 1, modIndex: 1, version: 1 });
+const put = (key: string, value: string): CommandInput => ({ op: 'put', key: enc(key), value: enc(value) }) as CommandInput;
+
+describe('RecordCache', () => {
+  it('evicts the least recently used entries beyond its byte limit', () => {
+    // Each entry below counts 1 (key) + 10 (value) + 96 (overhead) = 107 bytes.
+    const c = new RecordCache(3 * 107);
+    c.set('a', rec('0123456789'));
+    c.set('b', rec('0123456789'));
+    c.set('c', rec('0123456789'));
+    expect(c.get('a')).not.toBeUndefined(); // a is now the most recently used
+    c.set('d', rec('0123456789'));
+    expect(c.get('b')).toBeUndefined();
+    expect(c.get('a')).not.toBeUndefined();
+    expect(c.get('c')).not.toBeUndefined();
+    expect(c.get('d')).not.toBeUndefined();
+    expect(c.usedBytes).toBe(3 * 107);
+  });
+
+  it('caches absence as null, distinct from not cached', () => {
+    const c = new RecordCache(1024);
+    c.set('gone', null);
+    expect(c.get('gone')).toBeNull();
+    expect(c.get('never')).toBeUndefined();
+  });
+
+  it('with a zero limit caches nothing; an entry larger than the limit is not kept', () => {
+    const off = new RecordCache(0);
+    off.set('a', rec('x'));
+    expect(off.get('a')).toBeUndefined();
+    const small = new RecordCache(200);
+    small.set('a', rec('x'.repeat(500)));
+    expect(small.get('a')).toBeUndefined();
+    expect(small.usedBytes).toBe(0);
+  });
+
+  it('refuses a negative or fractional limit', () => {
+    expect(() => new RecordCache(-1)).toThrow(/maxBytes/);
+    expect(() => new RecordCache(1.5)).toThrow(/maxBytes/);
+  });
+});
+
+describe('KvStateMachine with the record cache', () => {
+  let root: string;
+  const open: Harness[] = [];
+
+  beforeEach(async () => {
+    root = await makeTempDir();
+  });
+
+  afterEach(async () => {
+    for (const h of open.splice(0)) await h.close();
+    await removeTempDir(root);
+  });
+
+  it('a get that missed while an apply rewrote the key does not cache the old record', async () => {
+    const h = await Harness.open(join(root, 'n1'), { cacheBytes: 1024 * 1024 });
+    open.push(h);
+    await h.run(put('k', 'v1'));
+    // Evict k by reopening (a fresh cache), so the next get misses and reads LevelDB.
+    await h.close();
+    open.pop();
+    const h2 = await Harness.open(join(root, 'n1'), { cacheBytes: 1024 * 1024 });
+    open.push(h2);
+    const entries = h2.entries([put('k', 'v2')]);
+    await h2.commit(entries);
+    // Hold the get's LevelDB read (which finds v1) until the apply of v2 has completed.
+    const store = h2.store;
+    const realGetData = store.getData.bind(store);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let held = false;
+    store.getData = async (key) => {
+      const value = await realGetData(key);
+      if (!held) {
+        held = true;
+        await gate;
+      }
+      return value;
+    };
+    const early = h2.sm.get(enc('k'));
+    await h2.sm.apply(entries);
+    release();
+    expect(dec((await early)!.value)).toBe('v1');
+    // The cache holds v2 from the apply, not the v1 the late read found.
+    const after = await h2.sm.get(enc('k'));
+    expect(dec(after!.value)).toBe('v2');
+    expect(h2.sm.cacheStats.entries).toBe(1);
+  });
+
+  it('answers repeated gets from memory and sees every apply', async () => {
+    const h = await Harness.open(join(root, 'n1'), { cacheBytes: 1024 * 1024 });
+    open.push(h);
+    await h.run(put('a', '1'), put('b', '1'));
+    expect(dec((await h.sm.get(enc('a')))!.value)).toBe('1');
+    const before = h.sm.cacheStats;
+    for (let i = 0; i < 10; i++) await h.sm.get(enc('a'));
+    expect(h.sm.cacheStats.hits - before.hits).toBe(10);
+    expect(h.sm.cacheStats.misses).toBe(before.misses);
+    await h.run(put('a', '2'), { op: 'delete', key: enc('b') } as CommandInput);
+    expect(dec((await h.sm.get(enc('a')))!.value)).toBe('2');
+    expect(await h.sm.get(enc('b'))).toBeUndefined();
+    // Absence is cached too: a second get of the deleted key is a hit.
+    const hits = h.sm.cacheStats.hits;
+    expect(await h.sm.get(enc('b'))).toBeUndefined();
+    expect(h.sm.cacheStats.hits).toBe(hits + 1);
+  });
+
+  it('with the cache off, every get reads the store and the answers are the same', async () => {
+    const h = await Harness.open(join(root, 'n1'), { cacheBytes: 0 });
+    open.push(h);
+    await h.run(put('a', '1'));
+    const misses = h.sm.cacheStats.misses;
+    expect(dec((await h.sm.get(enc('a')))!.value)).toBe('1');
+    expect(dec((await h.sm.get(enc('a')))!.value)).toBe('1');
+    expect(h.sm.cacheStats).toMatchObject({ entries: 0, hits: 0, misses: misses + 2 });
+  });
+});
