@@ -188,6 +188,8 @@ export class PeerLink {
       'grpc.max_send_message_length': this.o.maxMessageBytes,
       // Retries would buffer frames inside gRPC, beyond our queue's limits; Raft retries by itself.
       'grpc.enable_retries': 0,
+      // No per-message statistics for channelz (nothing reads them).
+      'grpc.enable_channelz': 0,
       // A private subchannel, so that no gRPC-level backoff state survives the channel.
       'grpc.use_local_subchannel_pool': 1,
       // A long-lived stream to a peer that vanished without a FIN would otherwise look healthy.
