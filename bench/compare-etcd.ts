@@ -1,0 +1,242 @@
+// raftkv against etcd 3.4 on the same machine (issue 8): the same kvbench workloads on a 3-node
+// raftkv cluster (kvnode's default timings: tick 100 ms, election timeout 10 ticks) and on a 3-member
+// etcd cluster (its defaults: heartbeat 100 ms, election timeout 1000 ms), all on 127.0.0.1, then a
+// side-by-side table and the issue's targets judged PASS or MISS.
+//
+// One system at a time: for each workload, a fresh raftkv cluster is started, measured and stopped,
+// then a fresh etcd cluster is started, measured and stopped. Never both at once (the machine this
+// was written on has 2 cores: the idle system's heartbeats and the load generator would share them
+// with the measured one), and each pair is measured minutes apart at most, so drift in a shared
+// machine's load shows less in the ratios than it would between two long runs. Fresh clusters also
+// mean no workload runs on another's data (etcd keeps every revision until compacted).
+//
+// A script, not a test: it asserts nothing. Run: npx tsx bench/compare-etcd.ts
+// Options: --duration S (10), --warmup S (2), --json FILE, --only NAME,... , --seed N (random).
+
+import { writeFile } from 'node:fs/promises';
+import { availableParallelism, cpus, release, type as osType } from 'node:os';
+import { parseArgs } from 'node:util';
+import { formatResult } from './kvbench/report.js';
+import { runBench, type BenchResult } from './kvbench/runner.js';
+import type { TargetSpec } from './kvbench/targets.js';
+import { defaultWorkload, type WorkloadSpec } from './kvbench/workload.js';
+import {
+  buildRow,
+  evaluateTargets,
+  formatComparison,
+  WORKLOADS,
+  type ComparePair,
+} from './support/compare-table.js';
+import { EtcdCluster, ensureEtcdInstalled } from './support/etcd-cluster.js';
+import { ProcessCluster } from '../test/support/process-cluster.js';
+
+const CLUSTER_SIZE = 3;
+const KEYS = 10_000;
+const VALUE_BYTES = 256;
+const LEADER_TIMEOUT_MS = 30_000;
+const PROGRESS_INTERVAL_MS = 1_000;
+
+interface CompareWorkload {
+  readonly name: string;
+  readonly description: string;
+  /** The workload on raftkv (over the common settings). */
+  readonly spec: Partial<WorkloadSpec>;
+  /** What etcd runs instead, where it differs. */
+  readonly etcdSpec?: Partial<WorkloadSpec>;
+  /** Said under the table. */
+  readonly note?: string;
+}
+
+const COMPARE_WORKLOADS: readonly CompareWorkload[] = [
+  {
+    name: WORKLOADS.put64,
+    description: 'puts, 64 clients, 256 B values, 10,000 keys uniform',
+    spec: { clients: 64, mix: { put: 1, get: 0, cas: 0 } },
+  },
+  {
+    name: WORKLOADS.put1,
+    description: 'puts, 1 client, 256 B values, 10,000 keys uniform (latency: p50 is the figure)',
+    spec: { clients: 1, mix: { put: 1, get: 0, cas: 0 } },
+  },
+  {
+    name: WORKLOADS.getLin64,
+    description: 'LINEARIZABLE gets, 64 clients, 10,000 keys preloaded with 256 B values',
+    spec: { clients: 64, mix: { put: 0, get: 1, cas: 0 }, consistency: 'linearizable', preload: true },
+  },
+  {
+    name: WORKLOADS.getLease64,
+    description: 'raftkv LEASE gets, 64 clients, 10,000 keys preloaded; etcd: linearizable gets',
+    spec: { clients: 64, mix: { put: 0, get: 1, cas: 0 }, consistency: 'lease', preload: true },
+    etcdSpec: { consistency: 'linearizable' },
+    note: 'etcd has no lease-based read; its column is its linearizable get (the reference a LEASE read must beat)',
+  },
+  {
+    name: WORKLOADS.getStale64,
+    description: 'STALE gets (etcd: serializable), 64 clients, 10,000 keys preloaded',
+    spec: { clients: 64, mix: { put: 0, get: 1, cas: 0 }, consistency: 'stale', preload: true },
+    note: 'etcd serves it as a serializable read (served by the member asked, from its own state)',
+  },
+  {
+    name: WORKLOADS.mixed,
+    description: '50% puts, 50% LINEARIZABLE gets, 64 clients, zipf keys, preloaded',
+    spec: { clients: 64, mix: { put: 50, get: 50, cas: 0 }, consistency: 'linearizable', keyDistribution: 'zipf', preload: true },
+  },
+];
+
+const { values: flags } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '10' },
+    warmup: { type: 'string', default: '2' },
+    json: { type: 'string' },
+    only: { type: 'string' },
+    seed: { type: 'string' },
+  },
+});
+
+function positiveNumber(flag: string, raw: string, allowZero = false): number {
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 0 || (!allowZero && n === 0)) throw new Error(`--${flag} must be a ${allowZero ? 'non-negative' : 'positive'} number, got '${raw}'`);
+  return n;
+}
+
+function selectWorkloads(only: string | undefined): CompareWorkload[] {
+  if (only === undefined) return [...COMPARE_WORKLOADS];
+  const names = only.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const unknown = names.filter((n) => !COMPARE_WORKLOADS.some((w) => w.name === n));
+  if (unknown.length > 0) throw new Error(`--only: unknown workload ${unknown.join(', ')} (known: ${COMPARE_WORKLOADS.map((w) => w.name).join(', ')})`);
+  return COMPARE_WORKLOADS.filter((w) => names.includes(w.name));
+}
+
+/** A running cluster of either system, as the runner needs it. */
+interface Running {
+  readonly target: TargetSpec;
+  cleanup(): Promise<void>;
+}
+
+async function startRaftkv(): Promise<Running> {
+  const cluster = await ProcessCluster.create({ size: CLUSTER_SIZE, timingArgs: [] });
+  try {
+    await cluster.start();
+    await cluster.waitForLeader(LEADER_TIMEOUT_MS);
+    const pids = cluster.ids.map((id) => cluster.node(id).child.pid).filter((p): p is number => p !== undefined);
+    return {
+      target: { system: 'raftkv', endpoints: [...cluster.addresses.values()], serverPids: pids, label: `raftkv ${CLUSTER_SIZE} nodes` },
+      cleanup: () => cluster.cleanup(),
+    };
+  } catch (err) {
+    await cluster.cleanup();
+    throw err;
+  }
+}
+
+async function startEtcd(): Promise<Running> {
+  const cluster = await EtcdCluster.create({ size: CLUSTER_SIZE });
+  try {
+    await cluster.start();
+    await cluster.leaderEndpoint(LEADER_TIMEOUT_MS);
+    return {
+      target: { system: 'etcd', endpoints: cluster.clientEndpoints, serverPids: cluster.pids(), label: `etcd ${CLUSTER_SIZE} members` },
+      cleanup: () => cluster.cleanup(),
+    };
+  } catch (err) {
+    await cluster.cleanup();
+    throw err;
+  }
+}
+
+async function measure(system: 'raftkv' | 'etcd', w: CompareWorkload, workload: WorkloadSpec, signal: AbortSignal): Promise<BenchResult> {
+  const running = system === 'raftkv' ? await startRaftkv() : await startEtcd();
+  try {
+    return await runBench(running.target, workload, {
+      signal,
+      progressIntervalMs: PROGRESS_INTERVAL_MS,
+      onProgress: (p) =>
+        process.stderr.write(
+          `  [${system} ${w.name}] ${(p.elapsedMs / 1000).toFixed(0)} s: ${p.ops} ops, ${Math.round(p.opsPerSec)} ops/s, p99 ${(p.p99Us / 1000).toFixed(1)} ms, ${p.errors} errors\n`,
+        ),
+    });
+  } finally {
+    await running.cleanup();
+  }
+}
+
+async function main(): Promise<void> {
+  const durationMs = positiveNumber('duration', flags.duration) * 1000;
+  const warmupMs = positiveNumber('warmup', flags.warmup, true) * 1000;
+  const seed = flags.seed !== undefined ? Number(flags.seed) : Math.floor(Math.random() * 2 ** 31);
+  if (!Number.isSafeInteger(seed)) throw new Error(`--seed must be an integer, got '${flags.seed}'`);
+  const selected = selectWorkloads(flags.only);
+
+  const etcd = await ensureEtcdInstalled();
+  const args = process.argv.slice(2);
+  console.log(`command: npx tsx bench/compare-etcd.ts${args.length > 0 ? ' ' + args.join(' ') : ''}`);
+  console.log(`seed: ${seed}`);
+  console.log(`machine: ${cpus()[0]?.model ?? 'unknown CPU'}, nproc ${availableParallelism()}, ${osType()} ${release()}, Node ${process.version}, etcd ${etcd.version} (${etcd.path})`);
+  console.log(`raftkv: ${CLUSTER_SIZE} kvnode processes, default timings (tick 100 ms, election timeout 10 ticks, heartbeat 1 tick)`);
+  console.log(`etcd:   ${CLUSTER_SIZE} members, default timings (heartbeat 100 ms, election timeout 1000 ms), default quota, http`);
+  console.log(`both on 127.0.0.1 with the load generator; one system runs at a time (a fresh cluster per workload and system)`);
+  console.log(`each run: ${warmupMs / 1000} s warm-up, then ${durationMs / 1000} s measured; ${KEYS.toLocaleString('en-US')} keys, ${VALUE_BYTES} B values`);
+  console.log('');
+  console.log('Workloads:');
+  for (const w of selected) console.log(`- ${w.name}: ${w.description}`);
+
+  const abort = new AbortController();
+  const onSigint = (): void => {
+    process.stderr.write('interrupted: stopping the current run and its cluster\n');
+    abort.abort();
+  };
+  process.once('SIGINT', onSigint);
+
+  const pairs: ComparePair[] = [];
+  try {
+    for (const w of selected) {
+      const common: Partial<WorkloadSpec> = { durationMs, warmupMs, keys: KEYS, valueBytes: VALUE_BYTES, seed };
+      const raftkvSpec = defaultWorkload({ ...common, ...w.spec });
+      const etcdSpec = defaultWorkload({ ...common, ...w.spec, ...w.etcdSpec });
+      const pair: { name: string; note?: string; raftkv?: BenchResult; etcd?: BenchResult } = { name: w.name, ...(w.note !== undefined ? { note: w.note } : {}) };
+      pairs.push(pair);
+      for (const [system, spec] of [['raftkv', raftkvSpec], ['etcd', etcdSpec]] as const) {
+        if (abort.signal.aborted) break;
+        process.stderr.write(`${system} ${w.name}: starting a fresh cluster\n`);
+        try {
+          const res = await measure(system, w, spec, abort.signal);
+          pair[system] = res;
+          console.log('');
+          console.log(`## ${system} ${w.name}`);
+          console.log(formatResult(res));
+        } catch (err) {
+          if (abort.signal.aborted) break;
+          console.log('');
+          console.log(`## ${system} ${w.name}: FAILED: ${(err as Error).message}`);
+        }
+      }
+      if (abort.signal.aborted) break;
+    }
+  } finally {
+    process.removeListener('SIGINT', onSigint);
+  }
+
+  const text = formatComparison(pairs);
+  console.log('');
+  console.log(text);
+
+  if (flags.json !== undefined) {
+    const doc = {
+      command: `npx tsx bench/compare-etcd.ts ${args.join(' ')}`.trim(),
+      seed,
+      machine: { cpu: cpus()[0]?.model, nproc: availableParallelism(), os: `${osType()} ${release()}`, node: process.version, etcd: etcd.version },
+      results: pairs,
+      rows: pairs.map(buildRow),
+      targets: evaluateTargets(pairs),
+      text,
+    };
+    await writeFile(flags.json, JSON.stringify(doc, null, 2) + '\n');
+    process.stderr.write(`wrote ${flags.json}\n`);
+  }
+  if (abort.signal.aborted) process.exitCode = 130;
+}
+
+main().catch((err: unknown) => {
+  console.error(`compare-etcd failed: ${(err as Error).message}`);
+  process.exitCode = 1;
+});

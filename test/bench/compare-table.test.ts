@@ -1,0 +1,187 @@
+// The comparison table's arithmetic and the issue-8 verdicts, from made-up BenchResults: no
+// cluster runs here.
+
+import { describe, expect, it } from 'vitest';
+import type { BenchResult, OpStats } from '../../bench/kvbench/runner.js';
+import type { WorkloadSpec } from '../../bench/kvbench/workload.js';
+import {
+  buildRow,
+  evaluateTargets,
+  fmtNum,
+  formatComparison,
+  markdownTable,
+  ratio,
+  WORKLOADS,
+  type ComparePair,
+  type TargetResult,
+} from '../../bench/support/compare-table.js';
+
+const WORKLOAD: WorkloadSpec = {
+  clients: 64,
+  durationMs: 5_000,
+  warmupMs: 1_000,
+  keys: 10_000,
+  keyDistribution: 'uniform',
+  zipfTheta: 0.99,
+  keyPrefix: 'k',
+  valueBytes: 256,
+  mix: { put: 1, get: 0, cas: 0 },
+  consistency: 'linearizable',
+  preload: false,
+  seed: 1,
+};
+
+function stats(p50Us: number, p99Us: number): OpStats {
+  return { count: 1000, p50Us, p95Us: p99Us, p99Us, maxUs: p99Us * 2, meanUs: p50Us };
+}
+
+function result(system: 'raftkv' | 'etcd', f: { opsPerSec: number; p50Us?: number; p99Us?: number; cpuUsPerOp?: number; errors?: Record<string, number> }): BenchResult {
+  const latency = stats(f.p50Us ?? 1_000, f.p99Us ?? 5_000);
+  return {
+    target: { system, endpoints: ['127.0.0.1:1'] },
+    workload: WORKLOAD,
+    consistencyServed: 'linearizable',
+    elapsedMs: 5_000,
+    ops: Math.round(f.opsPerSec * 5),
+    opsPerSec: f.opsPerSec,
+    latency,
+    byOp: { put: latency },
+    errors: f.errors ?? {},
+    ...(f.cpuUsPerOp !== undefined ? { serverCpuUsPerOp: f.cpuUsPerOp, serverCpuMs: (f.cpuUsPerOp * f.opsPerSec * 5) / 1000 } : {}),
+    clientCpuMs: 100,
+    clientCpuUsPerOp: 10,
+    targetDescription: `${system} leader`,
+    clampedLatencies: 0,
+    warmupOps: 0,
+  };
+}
+
+/** A run where raftkv meets every target. */
+function passingPairs(): ComparePair[] {
+  return [
+    { name: WORKLOADS.put64, raftkv: result('raftkv', { opsPerSec: 12_000, cpuUsPerOp: 80 }), etcd: result('etcd', { opsPerSec: 10_000, cpuUsPerOp: 100 }) },
+    {
+      name: WORKLOADS.put1,
+      raftkv: result('raftkv', { opsPerSec: 500, p50Us: 1_800, p99Us: 4_000, cpuUsPerOp: 300 }),
+      etcd: result('etcd', { opsPerSec: 450, p50Us: 2_000, p99Us: 5_000, cpuUsPerOp: 400 }),
+    },
+    { name: WORKLOADS.getLin64, raftkv: result('raftkv', { opsPerSec: 20_000, cpuUsPerOp: 50 }), etcd: result('etcd', { opsPerSec: 20_000, cpuUsPerOp: 50 }) },
+    {
+      name: WORKLOADS.getLease64,
+      raftkv: result('raftkv', { opsPerSec: 30_000, cpuUsPerOp: 30 }),
+      etcd: result('etcd', { opsPerSec: 20_000, cpuUsPerOp: 50 }),
+      note: 'etcd has no lease read: its linearizable read',
+    },
+  ];
+}
+
+function byId(targets: readonly TargetResult[], id: string): TargetResult {
+  const t = targets.find((x) => x.id === id);
+  if (t === undefined) throw new Error(`no target ${id}`);
+  return t;
+}
+
+describe('ratio', () => {
+  it('divides, and gives nothing for missing, non-finite or zero denominators', () => {
+    expect(ratio(3, 2)).toBe(1.5);
+    expect(ratio(undefined, 2)).toBeUndefined();
+    expect(ratio(3, undefined)).toBeUndefined();
+    expect(ratio(3, 0)).toBeUndefined();
+    expect(ratio(Number.NaN, 2)).toBeUndefined();
+  });
+});
+
+describe('buildRow', () => {
+  it('puts both systems side by side with raftkv ÷ etcd ratios, latencies in ms', () => {
+    const row = buildRow(passingPairs()[1]!);
+    expect(row.raftkvOpsPerSec).toBe(500);
+    expect(row.opsRatio).toBeCloseTo(500 / 450);
+    expect(row.raftkvP50Ms).toBe(1.8);
+    expect(row.etcdP50Ms).toBe(2);
+    expect(row.p50Ratio).toBeCloseTo(0.9);
+    expect(row.p99Ratio).toBeCloseTo(0.8);
+    expect(row.cpuRatio).toBeCloseTo(0.75);
+  });
+
+  it('leaves the ratios empty when a side did not run or measured no CPU', () => {
+    const row = buildRow({ name: 'x', raftkv: result('raftkv', { opsPerSec: 10 }) });
+    expect(row.etcdOpsPerSec).toBeUndefined();
+    expect(row.opsRatio).toBeUndefined();
+    expect(row.raftkvCpuUsPerOp).toBeUndefined();
+    expect(row.cpuRatio).toBeUndefined();
+  });
+});
+
+describe('evaluateTargets', () => {
+  it('passes every target when raftkv meets them', () => {
+    const targets = evaluateTargets(passingPairs());
+    expect(targets.map((t) => t.id)).toEqual(['1', '2', '3', '4a', '4b', '5a', '5b', '5c', '5d']);
+    expect(targets.filter((t) => t.verdict !== 'PASS')).toEqual([]);
+    // Equal throughput meets "≥ 1.0×".
+    expect(byId(targets, '3').detail).toContain('1.00×');
+  });
+
+  it('misses a target that raftkv does not meet, and says by how much', () => {
+    const pairs = passingPairs();
+    pairs[0] = { name: WORKLOADS.put64, raftkv: result('raftkv', { opsPerSec: 6_000, cpuUsPerOp: 150 }), etcd: result('etcd', { opsPerSec: 10_000, cpuUsPerOp: 100 }) };
+    const targets = evaluateTargets(pairs);
+    expect(byId(targets, '1').verdict).toBe('MISS');
+    expect(byId(targets, '1').detail).toContain('0.60×');
+    expect(byId(targets, '5a').verdict).toBe('MISS');
+    expect(byId(targets, '5a').detail).toContain('1.50×');
+    expect(byId(targets, '2').verdict).toBe('PASS');
+  });
+
+  it('holds LEASE to 0.7× the CPU of LINEARIZABLE and to strictly more throughput', () => {
+    const pairs = passingPairs();
+    // 36 / 50 = 0.72: above the 0.7 limit. Equal throughput: not "more".
+    pairs[3] = { name: WORKLOADS.getLease64, raftkv: result('raftkv', { opsPerSec: 20_000, cpuUsPerOp: 36 }), etcd: result('etcd', { opsPerSec: 20_000, cpuUsPerOp: 50 }) };
+    const targets = evaluateTargets(pairs);
+    expect(byId(targets, '4a').verdict).toBe('MISS');
+    expect(byId(targets, '4a').detail).toContain('0.72×');
+    expect(byId(targets, '4b').verdict).toBe('MISS');
+    expect(byId(targets, '5d').verdict).toBe('PASS');
+  });
+
+  it('says N/A, not PASS or MISS, when a figure is missing', () => {
+    const pairs = passingPairs().filter((p) => p.name !== WORKLOADS.put1);
+    pairs[0] = { name: WORKLOADS.put64, raftkv: result('raftkv', { opsPerSec: 12_000 }), etcd: result('etcd', { opsPerSec: 10_000, cpuUsPerOp: 100 }) };
+    const targets = evaluateTargets(pairs);
+    expect(byId(targets, '2').verdict).toBe('N/A');
+    expect(byId(targets, '5b').verdict).toBe('N/A');
+    expect(byId(targets, '5a').verdict).toBe('N/A');
+    expect(byId(targets, '5a').detail).toContain('raftkv put-64');
+    expect(byId(targets, '1').verdict).toBe('PASS');
+  });
+});
+
+describe('text', () => {
+  it('formats figures to about 3 significant digits', () => {
+    expect(fmtNum(12_345.6)).toBe('12,346');
+    expect(fmtNum(45.67)).toBe('45.7');
+    expect(fmtNum(4.567)).toBe('4.57');
+    expect(fmtNum(0.1234)).toBe('0.123');
+    expect(fmtNum(undefined)).toBe('–');
+  });
+
+  it('aligns a Markdown table', () => {
+    const t = markdownTable(['name', 'n'], [['a', '1'], ['bbb', '100']]);
+    expect(t.split('\n')).toEqual(['| name |   n |', '|------|----:|', '| a    |   1 |', '| bbb  | 100 |']);
+  });
+
+  it('prints the table, the notes, the errors and the verdicts', () => {
+    const pairs = passingPairs();
+    pairs[0] = {
+      name: WORKLOADS.put64,
+      raftkv: result('raftkv', { opsPerSec: 6_000, cpuUsPerOp: 80, errors: { TIMEOUT: 3 } }),
+      etcd: result('etcd', { opsPerSec: 10_000, cpuUsPerOp: 100 }),
+    };
+    const text = formatComparison(pairs);
+    expect(text).toContain('| put-64 ');
+    expect(text).toContain('0.60×');
+    expect(text).toContain('get-lease-64: etcd has no lease read');
+    expect(text).toContain('raftkv put-64: 3 errors (TIMEOUT 3) in 30000 ops');
+    expect(text).toContain('Targets (issue 8): 8 PASS, 1 MISS');
+    expect(text).toMatch(/^\(1\) {2}MISS {2}put-64 throughput/m);
+  });
+});
