@@ -15,7 +15,7 @@
 import { StoreError } from '../errors.js';
 import type { Entry } from '../raft/types.js';
 import { bytesEqual, compareBytes, DecodeError, fromUtf8, prefixEnd, utf8 } from '../storage/bytes.js';
-import type { Change, NodeStore } from '../storage/node-store.js';
+import type { Change, NodeStore, StateWrite } from '../storage/node-store.js';
 import {
   decodeCommand,
   decodeResult,
@@ -71,6 +71,16 @@ export interface RangeResult {
   readonly more: boolean;
   /** When more: pass as `after` to read the next page (it is the last item's key). */
   readonly nextToken?: Uint8Array;
+}
+
+/** An apply computed and not yet written (see KvStateMachine.prepare). */
+export interface PreparedApply {
+  readonly results: ApplyResult[];
+  readonly write: StateWrite | undefined;
+  /** The write is durable. */
+  readonly written: () => void;
+  /** The write failed; the state machine is unusable from now on. */
+  readonly failed: (err: unknown) => void;
 }
 
 /** Map keys for byte strings: one char per byte. */
@@ -187,10 +197,29 @@ export class KvStateMachine {
    * Throws only on I/O failure or a caller bug; the state machine is then unusable (reopen).
    */
   async apply(entries: readonly Entry[]): Promise<ApplyResult[]> {
+    const prepared = await this.prepare(entries);
+    try {
+      if (prepared.write !== undefined) await this.store.writeState(prepared.write);
+    } catch (err) {
+      prepared.failed(err);
+      throw err;
+    }
+    prepared.written();
+    return prepared.results;
+  }
+
+  /**
+   * The first half of apply(): computes the results and the state write of `entries` without writing
+   * it. The caller writes `write` durably (NodeStore.writeState, or in the same batch as the log's
+   * own write, NodeStore.persist's `state`), then calls written(), or failed() if the write failed.
+   * Until then no other apply or prepare may start, and reads see the state before these entries.
+   * `write` is undefined when there are no entries.
+   */
+  async prepare(entries: readonly Entry[]): Promise<PreparedApply> {
     if (this.failure !== undefined) throw this.failure;
-    if (this.applying) throw new Error('KvStateMachine.apply called again before the previous call resolved');
+    if (this.applying) throw new Error('KvStateMachine: apply or prepare called again before the previous call resolved (and its write was reported)');
     const first = entries[0];
-    if (first === undefined) return [];
+    if (first === undefined) return { results: [], write: undefined, written: () => undefined, failed: () => undefined };
     let expected = this.store.appliedIndex + 1;
     for (const e of entries) {
       if (e.index !== expected) throw new Error(`KvStateMachine.apply: entry ${e.index} where ${expected} was expected`);
@@ -198,28 +227,38 @@ export class KvStateMachine {
     }
 
     this.applying = true;
+    const batch = new PendingBatch();
+    const results: ApplyResult[] = [];
     try {
-      const batch = new PendingBatch();
-      const results: ApplyResult[] = [];
       for (const e of entries) results.push(await this.applyEntry(e, batch));
-      await this.store.writeState({
+    } catch (err) {
+      this.fail(err);
+      throw err;
+    }
+    return {
+      results,
+      write: {
         applied: expected - 1,
         appliedTerm: (entries[entries.length - 1] as Entry).term,
         data: batch.dataChanges(),
         sessions: batch.sessionChanges(),
         sessionClockMs: this.clockMs,
-      });
-      // Durable: reads may see it now. Reads that missed meanwhile must not cache what they found.
-      this.cache.epoch++;
-      for (const [k, { record }] of batch.data) this.cache.set(k, record);
-      return results;
-    } catch (err) {
-      this.failure = err;
-      this.cache.clear();
-      throw err;
-    } finally {
-      this.applying = false;
-    }
+      },
+      written: () => {
+        // Durable: reads may see it now. Reads that missed meanwhile must not cache what they found.
+        this.cache.epoch++;
+        for (const [k, { record }] of batch.data) this.cache.set(k, record);
+        this.applying = false;
+      },
+      failed: (err: unknown) => this.fail(err),
+    };
+  }
+
+  /** An apply failed midway: the in-memory session table may be ahead of the disk; refuse from now on. */
+  private fail(err: unknown): void {
+    this.failure = err;
+    this.cache.clear();
+    this.applying = false;
   }
 
   /** The record of `key`, as of the last completed apply. */

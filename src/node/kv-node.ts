@@ -29,7 +29,7 @@ import {
   type ReadRequestOptions,
   type RequestLimits,
 } from '../server/validate.js';
-import { NodeStore, type SnapshotInstall, type SnapshotReader } from '../storage/node-store.js';
+import { NodeStore, type SnapshotInstall, type SnapshotReader, type StateWrite } from '../storage/node-store.js';
 import { DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES, PeerTransport } from '../transport/peer-transport.js';
 import { peerPackageDefinition, SNAPSHOT_CHUNK_OVERHEAD_BYTES } from '../transport/peer-service.js';
 import { createLogger, type Logger, type LogLevel } from './logger.js';
@@ -111,7 +111,7 @@ export class KvNode {
   private store!: NodeStore;
   private sm!: KvStateMachine;
   private raft!: Raft;
-  private runtime!: RaftRuntime<ApplyResult, SnapshotInstall>;
+  private runtime!: RaftRuntime<ApplyResult, SnapshotInstall, StateWrite>;
   private snapshots!: SnapshotTransfers;
   private readonly snapshotChunkBytes: number;
   private transport!: PeerTransport;
@@ -205,7 +205,7 @@ export class KvNode {
         },
         logger: { info: (msg) => this.log.info('transport', { msg }), warn: (msg) => this.log.warn('transport', { msg }) },
       });
-      this.runtime = new RaftRuntime<ApplyResult, SnapshotInstall>({
+      this.runtime = new RaftRuntime<ApplyResult, SnapshotInstall, StateWrite>({
         raft: this.raft,
         store: this.store,
         stateMachine: this.sm,

@@ -10,20 +10,40 @@ import type { Logger } from './logger.js';
 /** Limit: the fastest tick clock setClockRate accepts (a test hook; 10x real time is plenty). */
 export const MAX_CLOCK_RATE = 10;
 
-/** `S`: what the store needs to install a staged snapshot (opaque to the runtime). */
-export interface LogStore<S> {
+/**
+ * `S`: what the store needs to install a staged snapshot; `W`: a state machine write (both opaque to
+ * the runtime).
+ */
+export interface LogStore<S, W = never> {
   /**
    * One atomic, synced write of the hard state and entries (see the Ready contract); with
-   * `snapshot`, the staged snapshot is installed in the same write and the log restarts after it.
+   * `snapshot`, the staged snapshot is installed in the same write and the log restarts after it;
+   * with `state`, the apply of committed entries is written in the same batch (never with `snapshot`).
    */
-  persist(batch: { readonly hardState?: HardState; readonly entries: readonly Entry[]; readonly snapshot?: S }): Promise<void>;
+  persist(batch: {
+    readonly hardState?: HardState;
+    readonly entries: readonly Entry[];
+    readonly snapshot?: S;
+    readonly state?: W;
+  }): Promise<void>;
   /** Deletes log entries up to `upTo` (durably applied); resolves with how many were removed. */
   compactLog(upTo: SnapshotMeta): Promise<number>;
 }
 
-export interface Applier<R> {
+export interface Applier<R, W = never> {
   /** Applies committed entries in order, durably with the applied index; one result per entry. */
   apply(entries: readonly Entry[]): Promise<readonly R[]>;
+  /**
+   * Optional: computes an apply without writing it, so that its write goes to disk in the same synced
+   * batch as the Ready's log entries and hard state (one sync per Ready, not two). The runtime calls
+   * written() once that batch is durable, failed() if it failed.
+   */
+  prepare?(entries: readonly Entry[]): Promise<{
+    readonly results: readonly R[];
+    readonly write: W | undefined;
+    readonly written: () => void;
+    readonly failed: (err: unknown) => void;
+  }>;
   /** Re-reads in-memory state from the store after a snapshot replaced it. */
   reload(): Promise<void>;
 }
@@ -59,10 +79,10 @@ export interface MessageSink {
   send(messages: readonly Message[]): void;
 }
 
-export interface RuntimeOptions<R, S> {
+export interface RuntimeOptions<R, S, W = never> {
   readonly raft: Raft;
-  readonly store: LogStore<S>;
-  readonly stateMachine: Applier<R>;
+  readonly store: LogStore<S, W>;
+  readonly stateMachine: Applier<R, W>;
   readonly transport: MessageSink;
   /** Leader: streams snapshots to followers that need one. */
   readonly snapshots: SnapshotSender;
@@ -122,9 +142,9 @@ interface StagedSnapshot<S> {
   readonly reject: (e: Error) => void;
 }
 
-export class RaftRuntime<R, S> {
+export class RaftRuntime<R, S, W = never> {
   private readonly raft: Raft;
-  private readonly opts: RuntimeOptions<R, S>;
+  private readonly opts: RuntimeOptions<R, S, W>;
   /** Callers of requestSnapshot waiting for the loop to take one. */
   private snapshotWaiters: { resolve: (t: SnapshotTaken) => void; reject: (e: Error) => void }[] = [];
   /** The size trigger fired: take a snapshot at the next turn of the loop. */
@@ -161,7 +181,7 @@ export class RaftRuntime<R, S> {
   private loopDone: Promise<void> = Promise.resolve();
   private stopped = false;
 
-  constructor(opts: RuntimeOptions<R, S>) {
+  constructor(opts: RuntimeOptions<R, S, W>) {
     this.opts = opts;
     this.raft = opts.raft;
     // The trigger counts from the last snapshot, which may predate this process: the applied entries
@@ -554,6 +574,27 @@ export class RaftRuntime<R, S> {
     }
   }
 
+  /** Committed entries are applied durably: snapshot trigger, and the proposals' promises. */
+  private applied(entries: readonly Entry[], results: readonly R[]): void {
+    const policy = this.opts.snapshotPolicy;
+    this.entriesSinceSnapshot += entries.length;
+    for (const e of entries) this.bytesSinceSnapshot += e.data.length;
+    if (
+      (policy.snapshotEntries > 0 && this.entriesSinceSnapshot >= policy.snapshotEntries) ||
+      (policy.snapshotBytes > 0 && this.bytesSinceSnapshot >= policy.snapshotBytes)
+    ) {
+      this.snapshotDue = true;
+    }
+    entries.forEach((e, i) => {
+      const w = this.waiters.get(e.index);
+      if (!w) return;
+      this.waiters.delete(e.index);
+      if (w.timer) clearTimeout(w.timer);
+      if (w.term === e.term) w.resolve({ index: e.index, result: results[i]! });
+      else w.reject(new ProposalLostError(e.index));
+    });
+  }
+
   private async handle(r: Ready): Promise<void> {
     if (r.messages.length > 0) {
       const toSend: Message[] = [];
@@ -564,6 +605,8 @@ export class RaftRuntime<R, S> {
       if (toSend.length > 0) this.opts.transport.send(toSend);
     }
     let installed: StagedSnapshot<S> | undefined;
+    /** Set when the committed entries' apply was written with the log (below). */
+    let appliedResults: readonly R[] | undefined;
     if (r.snapshot) {
       const staged = this.staged;
       if (staged === undefined || staged.meta.index !== r.snapshot.index || staged.meta.term !== r.snapshot.term) {
@@ -577,30 +620,34 @@ export class RaftRuntime<R, S> {
       installed = staged;
       this.entriesSinceSnapshot = 0;
       this.bytesSinceSnapshot = 0;
+    } else if (r.committedEntries.length > 0 && this.opts.stateMachine.prepare !== undefined) {
+      // The apply goes to disk in the same synced batch as the log entries and hard state (one sync,
+      // not two): its committed entries are durable already or in this very batch, so the applied
+      // state never gets ahead of the log.
+      const prepared = await this.opts.stateMachine.prepare(r.committedEntries);
+      this.applyingTo = r.committedEntries[r.committedEntries.length - 1]!.index;
+      try {
+        await this.opts.store.persist({
+          ...(r.hardState ? { hardState: r.hardState } : {}),
+          entries: r.entries,
+          ...(prepared.write !== undefined ? { state: prepared.write } : {}),
+        });
+      } catch (err) {
+        prepared.failed(err);
+        throw err;
+      }
+      prepared.written();
+      appliedResults = prepared.results;
     } else if (r.hardState || r.entries.length > 0) {
       await this.opts.store.persist(r.hardState ? { hardState: r.hardState, entries: r.entries } : { entries: r.entries });
     }
     if (r.messagesAfterPersist.length > 0) this.opts.transport.send(r.messagesAfterPersist);
     if (r.committedEntries.length > 0) {
-      this.applyingTo = r.committedEntries[r.committedEntries.length - 1]!.index;
-      const results = await this.opts.stateMachine.apply(r.committedEntries);
-      const policy = this.opts.snapshotPolicy;
-      this.entriesSinceSnapshot += r.committedEntries.length;
-      for (const e of r.committedEntries) this.bytesSinceSnapshot += e.data.length;
-      if (
-        (policy.snapshotEntries > 0 && this.entriesSinceSnapshot >= policy.snapshotEntries) ||
-        (policy.snapshotBytes > 0 && this.bytesSinceSnapshot >= policy.snapshotBytes)
-      ) {
-        this.snapshotDue = true;
+      if (appliedResults === undefined) {
+        this.applyingTo = r.committedEntries[r.committedEntries.length - 1]!.index;
+        appliedResults = await this.opts.stateMachine.apply(r.committedEntries);
       }
-      r.committedEntries.forEach((e, i) => {
-        const w = this.waiters.get(e.index);
-        if (!w) return;
-        this.waiters.delete(e.index);
-        if (w.timer) clearTimeout(w.timer);
-        if (w.term === e.term) w.resolve({ index: e.index, result: results[i]! });
-        else w.reject(new ProposalLostError(e.index));
-      });
+      this.applied(r.committedEntries, appliedResults!);
     }
     for (const rs of r.readStates) {
       const batch = this.readBatches.get(rs.context);

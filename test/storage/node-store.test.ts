@@ -130,7 +130,7 @@ describe('NodeStore', () => {
   it('resolves without a write when there is nothing new', async () => {
     const s = await openStore();
     await s.persist({ hardState: { term: 1, vote: 1, commit: 0 }, entries: [] });
-    const batch = vi.spyOn((s as unknown as { db: { batch: () => unknown } }).db, 'batch');
+    const batch = vi.spyOn((s as unknown as { db: { _batch: () => unknown } }).db, '_batch');
     await s.persist({ entries: [] });
     await s.persist({ hardState: { term: 1, vote: 1, commit: 0 }, entries: [] });
     expect(batch).not.toHaveBeenCalled();
@@ -167,6 +167,26 @@ describe('NodeStore', () => {
     expect(again.sessionClockMs).toBe(1234);
     expect(again.initialState().applied).toBe(2);
     expect([...((await again.getData(new Uint8Array([1]))) ?? [])]).toEqual([9]);
+  });
+
+  it('writes an apply in the same batch as the entries and hard state that commit it', async () => {
+    const s = await openStore();
+    // Entries 1..2 arrive committed, and their apply is written with them: one synced batch.
+    await s.persist({
+      hardState: { term: 1, vote: 1, commit: 2 },
+      entries: entries(1, 2, 1),
+      state: { applied: 2, appliedTerm: 1, data: [[new Uint8Array([1]), new Uint8Array([7])]], sessionClockMs: 99 },
+    });
+    expect(s.appliedIndex).toBe(2);
+    // The state is checked against the batch's own hard state: an apply beyond its commit is refused.
+    await expect(
+      s.persist({ hardState: { term: 1, vote: 1, commit: 3 }, entries: entries(3, 4, 1), state: { applied: 4, appliedTerm: 1 } }),
+    ).rejects.toThrow(/must be in \[2, 3\]/);
+    const again = await reopen(s);
+    expect(again.appliedIndex).toBe(2);
+    expect(again.lastIndex).toBe(2);
+    expect(again.sessionClockMs).toBe(99);
+    expect([...((await again.getData(new Uint8Array([1]))) ?? [])]).toEqual([7]);
   });
 
   describe('refuses to open', () => {
