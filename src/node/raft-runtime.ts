@@ -626,28 +626,31 @@ export class RaftRuntime<R, S, W = never> {
       // state never gets ahead of the log.
       const prepared = await this.opts.stateMachine.prepare(r.committedEntries);
       this.applyingTo = r.committedEntries[r.committedEntries.length - 1]!.index;
+      const persisting = this.opts.store.persist({
+        ...(r.hardState ? { hardState: r.hardState } : {}),
+        entries: r.entries,
+        ...(prepared.write !== undefined ? { state: prepared.write } : {}),
+      });
+      // The writers are answered while the batch is written, not after: their entries are committed
+      // (durable on a majority), and the results are a function of the log alone, so a crash now
+      // only means this node applies them again, to the same results. Reads wait for the applied
+      // index, which moves only once the batch is durable (advance, below).
+      this.applied(r.committedEntries, prepared.results);
+      appliedResults = prepared.results;
       try {
-        await this.opts.store.persist({
-          ...(r.hardState ? { hardState: r.hardState } : {}),
-          entries: r.entries,
-          ...(prepared.write !== undefined ? { state: prepared.write } : {}),
-        });
+        await persisting;
       } catch (err) {
         prepared.failed(err);
         throw err;
       }
       prepared.written();
-      appliedResults = prepared.results;
     } else if (r.hardState || r.entries.length > 0) {
       await this.opts.store.persist(r.hardState ? { hardState: r.hardState, entries: r.entries } : { entries: r.entries });
     }
     if (r.messagesAfterPersist.length > 0) this.opts.transport.send(r.messagesAfterPersist);
-    if (r.committedEntries.length > 0) {
-      if (appliedResults === undefined) {
-        this.applyingTo = r.committedEntries[r.committedEntries.length - 1]!.index;
-        appliedResults = await this.opts.stateMachine.apply(r.committedEntries);
-      }
-      this.applied(r.committedEntries, appliedResults!);
+    if (r.committedEntries.length > 0 && appliedResults === undefined) {
+      this.applyingTo = r.committedEntries[r.committedEntries.length - 1]!.index;
+      this.applied(r.committedEntries, await this.opts.stateMachine.apply(r.committedEntries));
     }
     for (const rs of r.readStates) {
       const batch = this.readBatches.get(rs.context);
