@@ -358,6 +358,9 @@ class Run {
           this.fail(new Error(`every operation failed for ${(failingMs / 1000).toFixed(1)} s; giving up (last error ${e.code}: ${e.message})`, { cause: e }));
           return;
         }
+        // An error can come back without any I/O (a client-side refusal): yield to the event loop, so
+        // that a worker failing in a tight loop cannot starve the timers that end the run.
+        await new Promise<void>((resolve) => setImmediate(resolve));
       }
     }
   }

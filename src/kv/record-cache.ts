@@ -9,8 +9,11 @@
 
 import type { KvRecord } from './record.js';
 
-/** Bytes counted per entry on top of key and value: the map slot, the strings, the record object. */
-const ENTRY_OVERHEAD_BYTES = 96;
+/**
+ * Bytes counted per entry on top of key and value: the map slot, the key string, the record object,
+ * the value's typed-array view and its backing store (a rough upper figure for V8).
+ */
+const ENTRY_OVERHEAD_BYTES = 256;
 
 interface Cached {
   readonly record: KvRecord | null;
@@ -55,8 +58,15 @@ export class RecordCache {
     return e.record;
   }
 
-  /** Caches a key's record (null: absent), evicting the least recently used beyond the limit. */
+  /**
+   * Caches a key's record (null: absent), evicting the least recently used beyond the limit. A value
+   * that is a view into a larger buffer (a record applied from a log entry, itself a view into a
+   * whole peer message) is copied, so the cache never keeps more memory alive than it counts.
+   */
   set(key: string, record: KvRecord | null): void {
+    if (record !== null && record.value.byteLength !== record.value.buffer.byteLength) {
+      record = { ...record, value: new Uint8Array(record.value) };
+    }
     const bytes = key.length + (record?.value.byteLength ?? 0) + ENTRY_OVERHEAD_BYTES;
     const old = this.entries.get(key);
     if (old !== undefined) {

@@ -7,6 +7,13 @@ import type { Raft } from '../raft/raft.js';
 import type { Entry, HardState, Message, NodeId, Ready, SnapshotMeta, SnapshotRequest, SoftState } from '../raft/types.js';
 import type { Logger } from './logger.js';
 
+/**
+ * Limit: committed entries whose apply is written in the same batch as a Ready's log entries. Their
+ * apply is computed before that batch is written, which delays the Ready's acknowledgements: a node
+ * catching up on a long backlog applies it in its own writes instead, and acknowledges at once.
+ */
+export const MAX_COMBINED_APPLY_ENTRIES = 512;
+
 /** Limit: the fastest tick clock setClockRate accepts (a test hook; 10x real time is plenty). */
 export const MAX_CLOCK_RATE = 10;
 
@@ -415,7 +422,8 @@ export class RaftRuntime<R, S, W = never> {
   }
 
   /**
-   * Proposes one command; resolves with its index and the state machine's result once applied.
+   * Proposes one command; resolves with its index and the state machine's result once the entry is
+   * committed and its apply computed (the apply's write may still be in progress: reads wait for it).
    * Rejects with NotLeaderError, LimitError (pending proposals or uncommitted bytes), a timeout after
    * `timeoutMs`, or ProposalLostError when a leader change dropped it.
    */
@@ -620,7 +628,13 @@ export class RaftRuntime<R, S, W = never> {
       installed = staged;
       this.entriesSinceSnapshot = 0;
       this.bytesSinceSnapshot = 0;
-    } else if (r.committedEntries.length > 0 && this.opts.stateMachine.prepare !== undefined) {
+    } else if (
+      r.committedEntries.length > 0 &&
+      this.opts.stateMachine.prepare !== undefined &&
+      r.committedEntries.length <= MAX_COMBINED_APPLY_ENTRIES &&
+      // Votes are not held back behind an apply.
+      !r.messagesAfterPersist.some((m) => m.type === 'VoteResp' || m.type === 'PreVoteResp')
+    ) {
       // The apply goes to disk in the same synced batch as the log entries and hard state (one sync,
       // not two): its committed entries are durable already or in this very batch, so the applied
       // state never gets ahead of the log.

@@ -491,6 +491,7 @@ export class NodeStore {
 
     this.logOp = 'persist';
     this.installing = snap !== undefined;
+    if (state !== undefined) this.writingState = true;
     if (staging !== undefined) staging.state = 'installing';
     try {
       await this.write(ops, 'persist');
@@ -501,6 +502,7 @@ export class NodeStore {
     } finally {
       this.logOp = undefined;
       this.installing = false;
+      if (state !== undefined) this.writingState = false;
     }
     if (hs !== undefined) this.hs = { term: hs.term, vote: hs.vote, commit: hs.commit };
     this.lastPersisted = last;

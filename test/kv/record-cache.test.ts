@@ -14,8 +14,8 @@ const put = (key: string, value: string): CommandInput => ({ op: 'put', key: enc
 
 describe('RecordCache', () => {
   it('evicts the least recently used entries beyond its byte limit', () => {
-    // Each entry below counts 1 (key) + 10 (value) + 96 (overhead) = 107 bytes.
-    const c = new RecordCache(3 * 107);
+    // Each entry below counts 1 (key) + 10 (value) + 256 (overhead) = 267 bytes.
+    const c = new RecordCache(3 * 267);
     c.set('a', rec('0123456789'));
     c.set('b', rec('0123456789'));
     c.set('c', rec('0123456789'));
@@ -25,7 +25,17 @@ describe('RecordCache', () => {
     expect(c.get('a')).not.toBeUndefined();
     expect(c.get('c')).not.toBeUndefined();
     expect(c.get('d')).not.toBeUndefined();
-    expect(c.usedBytes).toBe(3 * 107);
+    expect(c.usedBytes).toBe(3 * 267);
+  });
+
+  it('copies a value that is a view into a larger buffer, so it keeps only what it counts', () => {
+    const frame = new Uint8Array(1024 * 1024);
+    frame.set([1, 2, 3], 100);
+    const c = new RecordCache(4096);
+    c.set('k', { value: frame.subarray(100, 103), createIndex: 1, modIndex: 1, version: 1 });
+    const got = c.get('k')!;
+    expect([...got.value]).toEqual([1, 2, 3]);
+    expect(got.value.buffer.byteLength).toBe(3);
   });
 
   it('caches absence as null, distinct from not cached', () => {
@@ -39,7 +49,7 @@ describe('RecordCache', () => {
     const off = new RecordCache(0);
     off.set('a', rec('x'));
     expect(off.get('a')).toBeUndefined();
-    const small = new RecordCache(200);
+    const small = new RecordCache(400);
     small.set('a', rec('x'.repeat(500)));
     expect(small.get('a')).toBeUndefined();
     expect(small.usedBytes).toBe(0);
@@ -82,11 +92,10 @@ describe('KvStateMachine with the record cache', () => {
     const gate = new Promise<void>((resolve) => (release = resolve));
     let held = false;
     store.getData = async (key) => {
+      const first = !held;
+      held = true;
       const value = await realGetData(key);
-      if (!held) {
-        held = true;
-        await gate;
-      }
+      if (first) await gate;
       return value;
     };
     const early = h2.sm.get(enc('k'));

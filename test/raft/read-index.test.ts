@@ -89,18 +89,43 @@ describe('ReadIndex', () => {
     const h = new Harness([1, 2, 3]);
     h.elect(1);
     h.deliverAll();
+    const heartbeats = (): number => h.sent.filter((m) => m.type === 'Heartbeat').length;
     h.node(1).readIndex(1);
     // The round's heartbeats are lost.
     expect(deliverCollecting(h, 1, (m) => m.type !== 'Heartbeat')).toEqual([]);
+    const afterFirstRound = heartbeats();
     // Still in flight as far as the leader knows: a new read starts no round of its own.
     h.node(1).readIndex(2);
     expect(deliverCollecting(h, 1, (m) => m.type !== 'Heartbeat')).toEqual([]);
+    expect(heartbeats()).toBe(afterFirstRound);
     let states: ReadState[] = [];
     for (let t = 0; t < 10 && states.length < 2; t++) {
       h.node(1).tick();
       states = states.concat(deliverCollecting(h, 1));
     }
     expect(states.map((s) => s.context)).toEqual([1, 2]);
+  });
+
+  it('a leader elected again starts a read round at once (no round of its earlier term counts as in flight)', () => {
+    // Without pre-vote and check-quorum, so that leadership can move at once by campaigning.
+    const h = new Harness([1, 2, 3], {}, { preVote: false, checkQuorum: false });
+    h.elect(1);
+    h.deliverAll();
+    // A round that is never answered; then node 2 takes over, and node 1 wins again.
+    h.node(1).readIndex(1);
+    deliverCollecting(h, 1, (m) => m.type !== 'HeartbeatResp');
+    h.elect(2);
+    h.deliverAll();
+    expect(h.node(1).role).toBe('follower');
+    h.elect(1);
+    h.deliverAll();
+    expect(h.node(1).role).toBe('leader');
+    const heartbeatsOf1 = (): number => h.sent.filter((m) => m.type === 'Heartbeat' && m.from === 1).length;
+    const before = heartbeatsOf1();
+    h.node(1).readIndex(5);
+    readStatesOf(h, 1);
+    expect(heartbeatsOf1() - before).toBe(2);
+    expect(deliverCollecting(h, 1).map((s) => s.context)).toEqual([5]);
   });
 
   it('a new leader serves no read before an entry of its own term is committed (etcd#7331)', () => {

@@ -171,6 +171,7 @@ describe('NodeStore', () => {
 
   it('writes an apply in the same batch as the entries and hard state that commit it', async () => {
     const s = await openStore();
+    const batch = vi.spyOn((s as unknown as { db: { _batch: () => unknown } }).db, '_batch');
     // Entries 1..2 arrive committed, and their apply is written with them: one synced batch.
     await s.persist({
       hardState: { term: 1, vote: 1, commit: 2 },
@@ -178,6 +179,7 @@ describe('NodeStore', () => {
       state: { applied: 2, appliedTerm: 1, data: [[new Uint8Array([1]), new Uint8Array([7])]], sessionClockMs: 99 },
     });
     expect(s.appliedIndex).toBe(2);
+    expect(batch).toHaveBeenCalledTimes(1);
     // The state is checked against the batch's own hard state: an apply beyond its commit is refused.
     await expect(
       s.persist({ hardState: { term: 1, vote: 1, commit: 3 }, entries: entries(3, 4, 1), state: { applied: 4, appliedTerm: 1 } }),
