@@ -2,6 +2,10 @@
 // write are answered without a LevelDB read (a thread-pool round trip each). Absent keys are cached
 // too (as null): a put of a new key reads it first.
 //
+// Complete: when the whole data set was loaded and nothing was evicted since, a key that is not in
+// the cache does not exist, and even a miss needs no LevelDB read (a configuration store's data
+// usually fits; etcd keeps its key index in memory for the same reason). The first eviction ends it.
+//
 // Coherence: the state machine updates the cache after each apply's write is durable, and bumps
 // `epoch` then. A read that missed and went to LevelDB inserts its answer only if the epoch did not
 // move while it was reading: otherwise an apply may have written the key meanwhile, and the answer
@@ -25,6 +29,8 @@ export class RecordCache {
   readonly maxBytes: number;
   /** Bumped whenever cached state may have changed underneath a read in progress. */
   epoch = 0;
+  /** Every key of the current state is cached (absent ones need not be): a miss means absent. */
+  private completeFlag = false;
   /** Least recently used first (a Map keeps insertion order; a hit re-inserts). */
   private readonly entries = new Map<string, Cached>();
   /** Invariant: the sum of `bytes` over entries; <= maxBytes after every call. */
@@ -35,6 +41,21 @@ export class RecordCache {
   constructor(maxBytes: number) {
     if (!Number.isSafeInteger(maxBytes) || maxBytes < 0) throw new RangeError(`RecordCache: maxBytes must be an integer >= 0, got ${maxBytes}`);
     this.maxBytes = maxBytes;
+  }
+
+  /** Whether a miss means the key is absent (see the file comment). */
+  get complete(): boolean {
+    return this.completeFlag;
+  }
+
+  /** Declares that every key of the current state has been set; ends at the next eviction or clear. */
+  markComplete(): void {
+    this.completeFlag = true;
+  }
+
+  /** Whether `bytes` more bytes of entries fit without evicting anything. */
+  fits(bytes: number): boolean {
+    return this.bytes + bytes <= this.maxBytes;
   }
 
   get size(): number {
@@ -67,16 +88,20 @@ export class RecordCache {
     if (record !== null && record.value.byteLength !== record.value.buffer.byteLength) {
       record = { ...record, value: new Uint8Array(record.value) };
     }
-    const bytes = key.length + (record?.value.byteLength ?? 0) + ENTRY_OVERHEAD_BYTES;
+    const bytes = RecordCache.entryBytes(key, record?.value.byteLength ?? 0);
     const old = this.entries.get(key);
     if (old !== undefined) {
       this.entries.delete(key);
       this.bytes -= old.bytes;
     }
-    if (bytes > this.maxBytes) return;
+    if (bytes > this.maxBytes) {
+      this.completeFlag = false;
+      return;
+    }
     this.entries.set(key, { record, bytes });
     this.bytes += bytes;
     if (this.bytes <= this.maxBytes) return;
+    this.completeFlag = false;
     for (const [k, e] of this.entries) {
       this.entries.delete(k);
       this.bytes -= e.bytes;
@@ -89,5 +114,11 @@ export class RecordCache {
     this.entries.clear();
     this.bytes = 0;
     this.epoch++;
+    this.completeFlag = false;
+  }
+
+  /** The bytes an entry for this key and record counts. */
+  static entryBytes(key: string, valueBytes: number): number {
+    return key.length + valueBytes + ENTRY_OVERHEAD_BYTES;
   }
 }

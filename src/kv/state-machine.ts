@@ -146,7 +146,9 @@ export class KvStateMachine {
   static async open(store: NodeStore, options: KvStateMachineOptions = {}): Promise<KvStateMachine> {
     const table = new SessionTable(options.maxSessions ?? DEFAULT_MAX_SESSIONS, options.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS);
     table.load(await readSessions(store));
-    return new KvStateMachine(store, table, options.cacheBytes ?? DEFAULT_CACHE_BYTES);
+    const sm = new KvStateMachine(store, table, options.cacheBytes ?? DEFAULT_CACHE_BYTES);
+    await sm.loadCache();
+    return sm;
   }
 
   /**
@@ -162,6 +164,7 @@ export class KvStateMachine {
       const loaded = await readSessions(this.store);
       this.sessions.load(loaded);
       this.clockMs = this.store.sessionClockMs;
+      await this.loadCache();
     } catch (err) {
       this.failure = err;
       throw err;
@@ -176,9 +179,16 @@ export class KvStateMachine {
   }
 
   /** The record cache's figures (for status and tests). */
-  get cacheStats(): { readonly entries: number; readonly bytes: number; readonly maxBytes: number; readonly hits: number; readonly misses: number } {
+  get cacheStats(): {
+    readonly entries: number;
+    readonly bytes: number;
+    readonly maxBytes: number;
+    readonly hits: number;
+    readonly misses: number;
+    readonly complete: boolean;
+  } {
     const c = this.cache;
-    return { entries: c.size, bytes: c.usedBytes, maxBytes: c.maxBytes, hits: c.hits, misses: c.misses };
+    return { entries: c.size, bytes: c.usedBytes, maxBytes: c.maxBytes, hits: c.hits, misses: c.misses, complete: c.complete };
   }
 
   /** Sessions in the table (for metrics and tests). */
@@ -261,11 +271,33 @@ export class KvStateMachine {
     this.applying = false;
   }
 
+  /**
+   * Loads the data set into the cache if it fits whole (then a miss needs no read: see
+   * record-cache.ts); if it does not, what was loaded stays as a warm start. Runs before applies
+   * start (open) or while they are held off (reload).
+   */
+  private async loadCache(): Promise<void> {
+    if (this.cache.maxBytes === 0) return;
+    const epoch = this.cache.epoch;
+    let whole = true;
+    for await (const [key, value] of this.store.scanData({ limit: Number.MAX_SAFE_INTEGER, values: true })) {
+      const k = byteKey(key);
+      const record = this.decodeStored(key, value!);
+      if (!this.cache.fits(RecordCache.entryBytes(k, record.value.byteLength))) {
+        whole = false;
+        break;
+      }
+      this.cache.set(k, record);
+    }
+    if (whole && this.cache.epoch === epoch) this.cache.markComplete();
+  }
+
   /** The record of `key`, as of the last completed apply. */
   async get(key: Uint8Array): Promise<KvRecord | undefined> {
     const k = byteKey(key);
     const cached = this.cache.get(k);
     if (cached !== undefined) return cached ?? undefined;
+    if (this.cache.complete) return undefined;
     const epoch = this.cache.epoch;
     const b = await this.store.getData(key);
     const record = b === undefined ? undefined : this.decodeStored(key, b);

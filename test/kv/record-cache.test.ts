@@ -77,12 +77,14 @@ describe('KvStateMachine with the record cache', () => {
   it('a get that missed while an apply rewrote the key does not cache the old record', async () => {
     const h = await Harness.open(join(root, 'n1'), { cacheBytes: 1024 * 1024 });
     open.push(h);
-    await h.run(put('k', 'v1'));
-    // Evict k by reopening (a fresh cache), so the next get misses and reads LevelDB.
+    await h.run(put('a', 'v1'), put('k', 'v1'));
+    // Reopen with room for one record: the load at open caches a and stops before k, so the cache is
+    // not complete, and the next get of k misses and reads LevelDB.
     await h.close();
     open.pop();
-    const h2 = await Harness.open(join(root, 'n1'), { cacheBytes: 1024 * 1024 });
+    const h2 = await Harness.open(join(root, 'n1'), { cacheBytes: RecordCache.entryBytes('a', 2) + 10 });
     open.push(h2);
+    expect(h2.sm.cacheStats).toMatchObject({ entries: 1, complete: false });
     const entries = h2.entries([put('k', 'v2')]);
     await h2.commit(entries);
     // Hold the get's LevelDB read (which finds v1) until the apply of v2 has completed.
@@ -124,6 +126,34 @@ describe('KvStateMachine with the record cache', () => {
     const hits = h.sm.cacheStats.hits;
     expect(await h.sm.get(enc('b'))).toBeUndefined();
     expect(h.sm.cacheStats.hits).toBe(hits + 1);
+  });
+
+  it('holding the whole data set, it answers misses as absent without reading the store, until its first eviction', async () => {
+    const h = await Harness.open(join(root, 'n1'), { cacheBytes: 1024 * 1024 });
+    open.push(h);
+    await h.run(put('a', '1'), put('b', '2'));
+    await h.close();
+    open.pop();
+    // Room for three records: the two stored ones load at open, whole.
+    const h2 = await Harness.open(join(root, 'n1'), { cacheBytes: 3 * RecordCache.entryBytes('a', 1) });
+    open.push(h2);
+    expect(h2.sm.cacheStats).toMatchObject({ entries: 2, complete: true });
+    const store = h2.store;
+    let storeReads = 0;
+    const realGetData = store.getData.bind(store);
+    store.getData = (key) => {
+      storeReads++;
+      return realGetData(key);
+    };
+    expect(dec((await h2.sm.get(enc('b')))!.value)).toBe('2');
+    expect(await h2.sm.get(enc('never-written'))).toBeUndefined();
+    expect(storeReads).toBe(0);
+    // Two new keys do not fit beside the two: the first eviction ends completeness, and a key that is
+    // no longer cached is read from the store again.
+    await h2.run(put('c', '3'), put('d', '4'));
+    expect(h2.sm.cacheStats.complete).toBe(false);
+    expect(dec((await h2.sm.get(enc('a')))!.value)).toBe('1');
+    expect(storeReads).toBeGreaterThan(0);
   });
 
   it('with the cache off, every get reads the store and the answers are the same', async () => {
