@@ -31,6 +31,8 @@ export class RecordCache {
   epoch = 0;
   /** Every key of the current state is cached (absent ones need not be): a miss means absent. */
   private completeFlag = false;
+  /** Counts evictions and clears: a loader that sees it move must stop (see setIfAbsent). */
+  evictions = 0;
   /** Least recently used first (a Map keeps insertion order; a hit re-inserts). */
   private readonly entries = new Map<string, Cached>();
   /** Invariant: the sum of `bytes` over entries; <= maxBytes after every call. */
@@ -96,12 +98,14 @@ export class RecordCache {
     }
     if (bytes > this.maxBytes) {
       this.completeFlag = false;
+      this.evictions++;
       return;
     }
     this.entries.set(key, { record, bytes });
     this.bytes += bytes;
     if (this.bytes <= this.maxBytes) return;
     this.completeFlag = false;
+    this.evictions++;
     for (const [k, e] of this.entries) {
       this.entries.delete(k);
       this.bytes -= e.bytes;
@@ -114,7 +118,19 @@ export class RecordCache {
     this.entries.clear();
     this.bytes = 0;
     this.epoch++;
+    this.evictions++;
     this.completeFlag = false;
+  }
+
+  /**
+   * For a loader walking a LevelDB snapshot of the data while applies go on: caches the record only
+   * if the key is not cached yet. A cached key holds what an apply wrote since, or what a read found
+   * since, both at least as new as the loader's snapshot. Sound only while nothing was evicted since
+   * the loader started (an evicted key could come back from the older snapshot): the loader checks
+   * `evictions`.
+   */
+  setIfAbsent(key: string, record: KvRecord | null): void {
+    if (!this.entries.has(key)) this.set(key, record);
   }
 
   /** The bytes an entry for this key and record counts. */

@@ -134,6 +134,9 @@ export class KvStateMachine {
   private failure: unknown;
   /** Records of recently used keys as of the last completed apply (see record-cache.ts). */
   private readonly cache: RecordCache;
+  /** The background load of the cache (startCacheLoad); a new load supersedes an older one. */
+  private cacheLoad: Promise<void> = Promise.resolve();
+  private cacheLoadGeneration = 0;
 
   private constructor(store: NodeStore, sessions: SessionTable, cacheBytes: number) {
     this.store = store;
@@ -147,7 +150,7 @@ export class KvStateMachine {
     const table = new SessionTable(options.maxSessions ?? DEFAULT_MAX_SESSIONS, options.sessionTtlMs ?? DEFAULT_SESSION_TTL_MS);
     table.load(await readSessions(store));
     const sm = new KvStateMachine(store, table, options.cacheBytes ?? DEFAULT_CACHE_BYTES);
-    await sm.loadCache();
+    sm.startCacheLoad();
     return sm;
   }
 
@@ -164,7 +167,7 @@ export class KvStateMachine {
       const loaded = await readSessions(this.store);
       this.sessions.load(loaded);
       this.clockMs = this.store.sessionClockMs;
-      await this.loadCache();
+      this.startCacheLoad();
     } catch (err) {
       this.failure = err;
       throw err;
@@ -272,24 +275,34 @@ export class KvStateMachine {
   }
 
   /**
-   * Loads the data set into the cache if it fits whole (then a miss needs no read: see
-   * record-cache.ts); if it does not, what was loaded stays as a warm start. Runs before applies
-   * start (open) or while they are held off (reload).
+   * Loads the data set into the cache in the background, while the node serves: if it fits whole and
+   * nothing was evicted meanwhile, the cache is complete (a miss needs no read: see record-cache.ts);
+   * if not, what was loaded stays as a warm start. A reload starts a new load and ends this one.
    */
-  private async loadCache(): Promise<void> {
+  private startCacheLoad(): void {
     if (this.cache.maxBytes === 0) return;
-    const epoch = this.cache.epoch;
-    let whole = true;
+    const generation = ++this.cacheLoadGeneration;
+    this.cacheLoad = this.loadCache(generation).catch(() => {
+      // The store closed or failed under the load: the cache just stays incomplete.
+    });
+  }
+
+  /** Resolves when the background load of the cache (see startCacheLoad) has ended. For tests. */
+  async cacheLoaded(): Promise<void> {
+    await this.cacheLoad;
+  }
+
+  private async loadCache(generation: number): Promise<void> {
+    const evictions = this.cache.evictions;
+    const current = (): boolean => generation === this.cacheLoadGeneration && this.cache.evictions === evictions;
     for await (const [key, value] of this.store.scanData({ limit: Number.MAX_SAFE_INTEGER, values: true })) {
+      if (!current()) return;
       const k = byteKey(key);
       const record = this.decodeStored(key, value!);
-      if (!this.cache.fits(RecordCache.entryBytes(k, record.value.byteLength))) {
-        whole = false;
-        break;
-      }
-      this.cache.set(k, record);
+      if (!this.cache.fits(RecordCache.entryBytes(k, record.value.byteLength))) return;
+      this.cache.setIfAbsent(k, record);
     }
-    if (whole && this.cache.epoch === epoch) this.cache.markComplete();
+    if (current()) this.cache.markComplete();
   }
 
   /** The record of `key`, as of the last completed apply. */

@@ -3,9 +3,10 @@
 // the key must not cache what it found).
 
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { KvRecord } from '../../src/kv/index.js';
 import { RecordCache } from '../../src/kv/record-cache.js';
+import { NodeStore } from '../../src/storage/index.js';
 import { makeTempDir, removeTempDir } from '../storage/temp-dir.js';
 import { dec, enc, Harness, type CommandInput } from './harness.js';
 
@@ -84,6 +85,7 @@ describe('KvStateMachine with the record cache', () => {
     open.pop();
     const h2 = await Harness.open(join(root, 'n1'), { cacheBytes: RecordCache.entryBytes('a', 2) + 10 });
     open.push(h2);
+    await h2.sm.cacheLoaded();
     expect(h2.sm.cacheStats).toMatchObject({ entries: 1, complete: false });
     const entries = h2.entries([put('k', 'v2')]);
     await h2.commit(entries);
@@ -137,6 +139,7 @@ describe('KvStateMachine with the record cache', () => {
     // Room for three records: the two stored ones load at open, whole.
     const h2 = await Harness.open(join(root, 'n1'), { cacheBytes: 3 * RecordCache.entryBytes('a', 1) });
     open.push(h2);
+    await h2.sm.cacheLoaded();
     expect(h2.sm.cacheStats).toMatchObject({ entries: 2, complete: true });
     const store = h2.store;
     let storeReads = 0;
@@ -154,6 +157,41 @@ describe('KvStateMachine with the record cache', () => {
     expect(h2.sm.cacheStats.complete).toBe(false);
     expect(dec((await h2.sm.get(enc('a')))!.value)).toBe('1');
     expect(storeReads).toBeGreaterThan(0);
+  });
+
+  it('the background load at open never puts back a record that an apply replaced meanwhile', async () => {
+    const h = await Harness.open(join(root, 'n1'), { cacheBytes: 1024 * 1024 });
+    open.push(h);
+    const keys = Array.from({ length: 500 }, (_, i) => `key-${String(i).padStart(3, '0')}`);
+    await h.run(...keys.map((k) => put(k, 'old')));
+    await h.close();
+    open.pop();
+    // Hold the load after its first record: its LevelDB iterator (a snapshot) exists by then.
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const realScan = NodeStore.prototype.scanData;
+    const scan = vi.spyOn(NodeStore.prototype, 'scanData').mockImplementation(async function* (this: NodeStore, q) {
+      let first = true;
+      for await (const item of realScan.call(this, q)) {
+        yield item;
+        if (first) await gate;
+        first = false;
+      }
+    });
+    const h2 = await Harness.open(join(root, 'n1'), { cacheBytes: 1024 * 1024 });
+    open.push(h2);
+    scan.mockRestore();
+    // Applies replace and delete keys while the load walks its older snapshot.
+    await h2.run(...keys.filter((_, i) => i % 2 === 0).map((k) => put(k, 'new')));
+    await h2.run({ op: 'delete', key: enc('key-499') } as CommandInput);
+    release();
+    await h2.sm.cacheLoaded();
+    expect(h2.sm.cacheStats.complete).toBe(true);
+    for (const [i, k] of keys.entries()) {
+      const got = await h2.sm.get(enc(k));
+      if (k === 'key-499') expect(got).toBeUndefined();
+      else expect(dec(got!.value)).toBe(i % 2 === 0 ? 'new' : 'old');
+    }
   });
 
   it('with the cache off, every get reads the store and the answers are the same', async () => {
