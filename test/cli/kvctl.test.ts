@@ -287,6 +287,10 @@ describe('a node cut off from the majority (read-only)', () => {
       for (const id of cluster.runningIds()) cluster.node(id)!.setBlockedLinks(links);
     };
     await ok(['put', 'ro/k', 'before']);
+    // A write is acknowledged once committed; the node about to be cut may apply it a moment later.
+    // Wait for that, so the STALE read below has the write to show.
+    const written = cluster.node(leader)!.status().commit_index;
+    await waitFor(() => cluster.node(cut)!.status().applied_index >= written, 10_000, `node ${cut} to apply the write`, 10);
     setLinks(cluster.ids.filter((id) => id !== cut).flatMap((o): Array<[number, number]> => [[cut, o], [o, cut]]));
     try {
       await waitFor(() => !cluster.node(cut)!.status().writable, 10_000, `node ${cut} to turn read-only`, 10);
