@@ -273,7 +273,7 @@ async function millionSection(common: Partial<WorkloadSpec>, keys: number): Prom
       rows.push([
         `new node ${fresh} (empty data dir; leader ${leaderId})`,
         `spawn → serving ${ms(Math.max(freshStartedAt, caughtUp.servedAt) - tFresh)}; spawn → caught up ${ms(caughtUp.caughtUpAt - tFresh)} ` +
-          `(snapshots installed ${caughtUp.status.snapshots.installed}, sent by the leader ${sentAfter - sentBefore})`,
+          `(snapshots installed ${caughtUp.status.snapshots.installed}, snapshots the leader sent: ${sentAfter - sentBefore})`,
       ]);
       rows.push(['RSS at the end', await rssLine(cluster)]);
     } finally {
