@@ -12,6 +12,7 @@ import { formatProgress, formatResult } from './report.js';
 import { runBench, type BenchResult, type RunOptions } from './runner.js';
 import type { TargetSpec } from './targets.js';
 import { defaultWorkload, formatMix, KEY_DISTRIBUTIONS, MAX_CLIENTS, MAX_KEY_PREFIX_BYTES, MAX_KEYS, MAX_VALUE_BYTES, parseMix, READ_CONSISTENCIES, validateWorkload, type WorkloadSpec } from './workload.js';
+import { processIo } from '../../src/cli/process-io.js';
 
 export const DEFAULT_ETCD_ENDPOINTS: readonly string[] = ['127.0.0.1:2379'];
 /** raftkv: the local cluster that `npm start` runs (cluster/, ports 7001-7003). */
@@ -221,19 +222,7 @@ export function buildProgram(io: CliIo, state: RunState = { exitCode: EXIT.OK })
 
 export async function main(argv: readonly string[] = process.argv, ioOverrides: Partial<CliIo> = {}): Promise<number> {
   const io: CliIo = {
-    stdout: process.stdout,
-    stderr: process.stderr,
-    // Not process.exit(): that could cut off output still being written to a pipe.
-    exit: (code) => {
-      process.exitCode = code;
-    },
-    onInterrupt: (handler) => {
-      const signals = ['SIGINT', 'SIGTERM'] as const;
-      for (const s of signals) process.on(s, handler);
-      return () => {
-        for (const s of signals) process.off(s, handler);
-      };
-    },
+    ...processIo(),
     ...ioOverrides,
   };
   const state: RunState = { exitCode: EXIT.OK };

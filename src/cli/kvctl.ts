@@ -50,6 +50,7 @@ import {
   type OutputMode,
 } from './kvctl-format.js';
 import { restoreSnapshotFile, SnapshotFileError, SnapshotFileWriter, verifySnapshotFile, type SnapshotFileSummary } from './snapshot-files.js';
+import { processIo } from './process-io.js';
 
 /** The local cluster that `npm start` (cluster/) runs. */
 export const DEFAULT_ENDPOINTS: readonly string[] = ['127.0.0.1:7001', '127.0.0.1:7002', '127.0.0.1:7003'];
@@ -724,21 +725,9 @@ function oneLine(s: string): string {
 /** Runs kvctl with `argv` (as process.argv: node, script, args...); returns the exit code, also passed to io.exit. */
 export async function main(argv: readonly string[] = process.argv, ioOverrides: Partial<CliIo> = {}): Promise<number> {
   const io: CliIo = {
-    stdout: process.stdout,
-    stderr: process.stderr,
+    ...processIo(),
     stdin: process.stdin,
     env: process.env,
-    // Not process.exit(): that could cut off output still being written to a pipe.
-    exit: (code) => {
-      process.exitCode = code;
-    },
-    onInterrupt: (handler) => {
-      const signals = ['SIGINT', 'SIGTERM'] as const;
-      for (const s of signals) process.on(s, handler);
-      return () => {
-        for (const s of signals) process.off(s, handler);
-      };
-    },
     ...ioOverrides,
   };
   const state: RunState = { exitCode: EXIT.OK };

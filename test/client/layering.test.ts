@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 
 const allowed: Record<string, readonly RegExp[]> = {
   '../../src/client/': [/^\.\/[a-z-]+\.js$/, /^\.\.\/server\/kv-proto\.js$/, /^\.\.\/errors\.js$/, /^@grpc\/grpc-js$/, /^node:crypto$/],
-  '../../src/cli/kvctl': [/^\.\.\/client\/index\.js$/, /^\.\/kvctl-format\.js$/, /^\.\/snapshot-files\.js$/, /^commander$/, /^node:fs\/promises$/],
+  '../../src/cli/kvctl': [/^\.\.\/client\/index\.js$/, /^\.\/kvctl-format\.js$/, /^\.\/snapshot-files\.js$/, /^\.\/process-io\.js$/, /^commander$/, /^node:fs\/promises$/],
   '../../src/cli/snapshot-files': [/^\.\.\/storage\/index\.js$/, /^\.\.\/errors\.js$/, /^node:fs$/, /^node:fs\/promises$/, /^node:path$/],
 };
 
