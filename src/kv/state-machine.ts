@@ -1,6 +1,7 @@
 // The replicated KV state machine. It applies committed Raft entries in order; each apply() call is
 // ONE atomic synced write of the data changes, the session table changes and the new applied index
-// and term (NodeStore.writeState), so a restart never applies an entry twice or skips one. Its data in
+// and term (NodeStore.writeState, or, split by prepare(), in the same batch as the log's own write:
+// NodeStore.persist's `state`), so a restart never applies an entry twice or skips one. Its data in
 // the store at the applied index is also its snapshot (NodeStore.openSnapshot); after a snapshot is
 // installed underneath it, reload() re-reads the session table.
 //
