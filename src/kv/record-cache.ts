@@ -55,6 +55,11 @@ export class RecordCache {
     this.completeFlag = true;
   }
 
+  /** Whether the key is cached (a record or null), without counting a hit or moving it. */
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
   /** Whether `bytes` more bytes of entries fit without evicting anything. */
   fits(bytes: number): boolean {
     return this.bytes + bytes <= this.maxBytes;

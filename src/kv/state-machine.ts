@@ -296,9 +296,10 @@ export class KvStateMachine {
   private async loadCache(generation: number): Promise<void> {
     const evictions = this.cache.evictions;
     const current = (): boolean => generation === this.cacheLoadGeneration && this.cache.evictions === evictions;
-    for await (const [key, value] of this.store.scanData({ limit: Number.MAX_SAFE_INTEGER, values: true })) {
+    for await (const [key, value] of this.store.scanData({ limit: Number.POSITIVE_INFINITY, values: true })) {
       if (!current()) return;
       const k = byteKey(key);
+      if (this.cache.has(k)) continue;
       const record = this.decodeStored(key, value!);
       if (!this.cache.fits(RecordCache.entryBytes(k, record.value.byteLength))) return;
       this.cache.setIfAbsent(k, record);

@@ -171,7 +171,7 @@ export interface DataScan {
   readonly gt?: Uint8Array;
   /** Exclusive upper bound; omitted: to the end of the data keyspace. */
   readonly lt?: Uint8Array;
-  /** Limit: at most this many keys are read. */
+  /** Limit: at most this many keys are read (Infinity: all of them). */
   readonly limit: number;
   /** false: keys only, values are not read (yielded as undefined). */
   readonly values: boolean;
@@ -633,12 +633,16 @@ export class NodeStore {
    */
   async *scanData(scan: DataScan): AsyncGenerator<Change, void, undefined> {
     this.checkUsable('scanData');
-    if (!Number.isSafeInteger(scan.limit) || scan.limit < 1) throw new RangeError(`scanData: limit must be >= 1, got ${scan.limit}`);
+    const unlimited = scan.limit === Number.POSITIVE_INFINITY;
+    if (!unlimited && (!Number.isSafeInteger(scan.limit) || scan.limit < 1)) {
+      throw new RangeError(`scanData: limit must be an integer >= 1 or Infinity, got ${scan.limit}`);
+    }
     const gen = this.gen;
     const all = stateKindRange(gen, STATE_KIND_DATA);
+    // LevelDB's binding reads the limit as a 32-bit integer: -1 is its "no limit".
     const opts: { gte?: Uint8Array; gt?: Uint8Array; lt: Uint8Array; limit: number; values: boolean } = {
       lt: scan.lt !== undefined ? dataKey(gen, scan.lt) : all.lt,
-      limit: scan.limit,
+      limit: unlimited ? -1 : scan.limit,
       values: scan.values,
     };
     if (scan.gt !== undefined) opts.gt = dataKey(gen, scan.gt);
