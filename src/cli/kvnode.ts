@@ -7,6 +7,7 @@ import { RaftKvError } from '../errors.js';
 import { DEFAULT_NODE_CONFIG, KvNode, type KvNodeConfig } from '../node/kv-node.js';
 import type { LogLevel } from '../node/logger.js';
 import { DEFAULT_CACHE_BYTES } from '../kv/state-machine.js';
+import { DEFAULT_APPLY_DEFER_MS, MAX_APPLY_DEFER_MS } from '../node/raft-runtime.js';
 import { DEFAULT_SNAPSHOT_CHUNK_BYTES } from '../node/snapshot-transfers.js';
 
 function int(name: string, min = 0) {
@@ -60,6 +61,15 @@ export function buildProgram(): Command {
     .addOption(new Option('--max-pending-proposals <n>', 'limit: writes in progress on this node').argParser(int('--max-pending-proposals', 1)).default(d.maxPendingProposals))
     .addOption(new Option('--max-pending-reads <n>', 'limit: reads waiting on this node').argParser(int('--max-pending-reads', 1)).default(d.maxPendingReads))
     .addOption(new Option('--cache-bytes <n>', 'limit: bytes of key records cached in memory for reads and writes (0: no cache)').argParser(int('--cache-bytes', 0)).default(DEFAULT_CACHE_BYTES))
+    .addOption(
+      new Option('--apply-defer-ms <n>', 'longest wait of an apply for the next synced write (0: never wait)')
+        .argParser((v) => {
+          const n = int('--apply-defer-ms', 0)(v);
+          if (n > MAX_APPLY_DEFER_MS) throw new InvalidArgumentError(`--apply-defer-ms must be <= ${MAX_APPLY_DEFER_MS}, got "${v}"`);
+          return n;
+        })
+        .default(DEFAULT_APPLY_DEFER_MS),
+    )
     .addOption(new Option('--max-message-bytes <n>', 'limit: bytes in one gRPC message (client or peer)').argParser(int('--max-message-bytes', 4096)).default(d.maxMessageBytes))
     .addOption(new Option('--max-uncommitted-bytes <n>', 'limit: proposed, uncommitted bytes on the leader').argParser(int('--max-uncommitted-bytes', 1)).default(d.maxUncommittedBytes))
     .addOption(new Option('--max-inflight-messages <n>', 'limit: appends in flight to one follower').argParser(int('--max-inflight-messages', 1)).default(d.maxInflightMessages))
@@ -125,6 +135,7 @@ export function resolveConfig(program: Command): KvNodeConfig {
     maxPendingReads: pick<number>('maxPendingReads')!,
     maxMessageBytes: pick<number>('maxMessageBytes')!,
     cacheBytes: pick<number>('cacheBytes')!,
+    applyDeferMs: pick<number>('applyDeferMs')!,
     maxUncommittedBytes: pick<number>('maxUncommittedBytes')!,
     maxInflightMessages: pick<number>('maxInflightMessages')!,
     defaultTimeoutMs: pick<number>('defaultTimeoutMs')!,

@@ -1,9 +1,10 @@
 // The replicated KV state machine. It applies committed Raft entries in order; each apply() call is
 // ONE atomic synced write of the data changes, the session table changes and the new applied index
-// and term (NodeStore.writeState, or, split by prepare(), in the same batch as the log's own write:
-// NodeStore.persist's `state`), so a restart never applies an entry twice or skips one. Its data in
-// the store at the applied index is also its snapshot (NodeStore.openSnapshot); after a snapshot is
-// installed underneath it, reload() re-reads the session table.
+// and term (NodeStore.writeState), so a restart never applies an entry twice or skips one. Split in
+// two, prepare() computes applies (several calls may accumulate) and takeWrite() hands over their
+// write, which the caller puts in the same batch as the log's own write (NodeStore.persist's
+// `state`). Its data in the store at the applied index is also its snapshot (NodeStore.openSnapshot);
+// after a snapshot is installed underneath it, reload() re-reads the session table.
 //
 // Everything apply() decides depends only on the entries and the state before them: the same log
 // gives the same data, the same results and the same session table on every replica. That includes
@@ -74,10 +75,9 @@ export interface RangeResult {
   readonly nextToken?: Uint8Array;
 }
 
-/** An apply computed and not yet written (see KvStateMachine.prepare). */
-export interface PreparedApply {
-  readonly results: ApplyResult[];
-  readonly write: StateWrite | undefined;
+/** The write of the applies prepared so far (see KvStateMachine.takeWrite). */
+export interface PreparedWrite {
+  readonly write: StateWrite;
   /** The write is durable. */
   readonly written: () => void;
   /** The write failed; the state machine is unusable from now on. */
@@ -109,7 +109,7 @@ async function readSessions(store: NodeStore): Promise<Array<[string, SessionMet
   return loaded;
 }
 
-/** The writes of one apply() call, not yet durable. Reads within the batch see them first. */
+/** The writes of the applies prepared since the last write, not yet durable. Later applies see them first. */
 class PendingBatch {
   /** null: deleted in this batch. */
   readonly data = new Map<string, { key: Uint8Array; record: KvRecord | null }>();
@@ -130,6 +130,13 @@ export class KvStateMachine {
   private readonly sessions: SessionTable;
   /** The session clock: highest proposedAtMs applied. Persisted with each apply. */
   private clockMs: number;
+  /**
+   * Applies computed by prepare() and not yet taken for writing: their changes, and the index and
+   * term they reach. Later prepares read through them; get() and range() do not (they serve the
+   * durable state, which the node's applied index describes).
+   */
+  private pending: { readonly batch: PendingBatch; applied: number; appliedTerm: number } | undefined;
+  /** A write was taken (takeWrite, or apply) and not yet reported written or failed; or a reload runs. */
   private applying = false;
   /** Set when an apply failed midway; the in-memory session table may then be ahead of the disk. */
   private failure: unknown;
@@ -161,7 +168,7 @@ export class KvStateMachine {
    */
   async reload(): Promise<void> {
     if (this.failure !== undefined) throw this.failure;
-    if (this.applying) throw new Error('KvStateMachine.reload called while apply is in progress');
+    if (this.applying || this.pending !== undefined) throw new Error('KvStateMachine.reload called while an apply is prepared or being written');
     this.applying = true;
     this.cache.clear();
     try {
@@ -180,6 +187,11 @@ export class KvStateMachine {
   /** The index of the last applied entry (durable). */
   get appliedIndex(): number {
     return this.store.appliedIndex;
+  }
+
+  /** The index the prepared applies reach (the applied index when none is pending). */
+  get preparedIndex(): number {
+    return this.pending?.applied ?? this.store.appliedIndex;
   }
 
   /** The record cache's figures (for status and tests). */
@@ -206,54 +218,75 @@ export class KvStateMachine {
   }
 
   /**
-   * Applies committed entries, which must follow the applied index densely, in one atomic synced
-   * write; returns one result per entry, in order. Must not be called again before it resolves.
-   * Throws only on I/O failure or a caller bug; the state machine is then unusable (reopen).
+   * Applies committed entries, which must follow the applied index densely (and any prepared ones),
+   * in one atomic synced write that also carries the applies prepared before; returns one result per
+   * entry, in order. Must not be called again before it resolves. Throws only on I/O failure or a
+   * caller bug; the state machine is then unusable (reopen).
    */
   async apply(entries: readonly Entry[]): Promise<ApplyResult[]> {
-    const prepared = await this.prepare(entries);
+    const results = await this.prepare(entries);
+    const prepared = this.takeWrite();
+    if (prepared === undefined) return results;
     try {
-      if (prepared.write !== undefined) await this.store.writeState(prepared.write);
+      await this.store.writeState(prepared.write);
     } catch (err) {
       prepared.failed(err);
       throw err;
     }
     prepared.written();
-    return prepared.results;
+    return results;
   }
 
   /**
-   * The first half of apply(): computes the results and the state write of `entries` without writing
-   * it. The caller writes `write` durably (NodeStore.writeState, or in the same batch as the log's
-   * own write, NodeStore.persist's `state`), then calls written(), or failed() if the write failed.
-   * Until then no other apply or prepare may start, and reads see the state before these entries.
-   * `write` is undefined when there are no entries.
+   * The first half of apply(): computes the results of `entries`, which follow the applied index and
+   * the applies prepared before them densely, without writing anything. Their changes accumulate
+   * until takeWrite(); until that write is durable, reads (get, range) see the state without them.
+   * Must not overlap another prepare, nor a taken write that is not yet reported.
    */
-  async prepare(entries: readonly Entry[]): Promise<PreparedApply> {
+  async prepare(entries: readonly Entry[]): Promise<ApplyResult[]> {
     if (this.failure !== undefined) throw this.failure;
     if (this.applying) throw new Error('KvStateMachine: apply or prepare called again before the previous call resolved (and its write was reported)');
     const first = entries[0];
-    if (first === undefined) return { results: [], write: undefined, written: () => undefined, failed: () => undefined };
-    let expected = this.store.appliedIndex + 1;
+    if (first === undefined) return [];
+    let expected = this.preparedIndex + 1;
     for (const e of entries) {
       if (e.index !== expected) throw new Error(`KvStateMachine.apply: entry ${e.index} where ${expected} was expected`);
       expected++;
     }
 
     this.applying = true;
-    const batch = new PendingBatch();
+    const pending = this.pending ?? { batch: new PendingBatch(), applied: 0, appliedTerm: 0 };
     const results: ApplyResult[] = [];
     try {
-      for (const e of entries) results.push(await this.applyEntry(e, batch));
+      for (const e of entries) results.push(await this.applyEntry(e, pending.batch));
     } catch (err) {
       this.fail(err);
       throw err;
     }
+    pending.applied = expected - 1;
+    pending.appliedTerm = (entries[entries.length - 1] as Entry).term;
+    this.pending = pending;
+    this.applying = false;
+    return results;
+  }
+
+  /**
+   * The write of every apply prepared since the last write (undefined if none): the caller writes it
+   * durably (NodeStore.writeState, or NodeStore.persist's `state`), then calls written(), or failed()
+   * if the write failed. No prepare may start until then.
+   */
+  takeWrite(): PreparedWrite | undefined {
+    if (this.failure !== undefined) throw this.failure;
+    if (this.applying) throw new Error('KvStateMachine.takeWrite called while a write is being written');
+    const pending = this.pending;
+    if (pending === undefined) return undefined;
+    this.pending = undefined;
+    this.applying = true;
+    const { batch } = pending;
     return {
-      results,
       write: {
-        applied: expected - 1,
-        appliedTerm: (entries[entries.length - 1] as Entry).term,
+        applied: pending.applied,
+        appliedTerm: pending.appliedTerm,
         data: batch.dataChanges(),
         sessions: batch.sessionChanges(),
         sessionClockMs: this.clockMs,
@@ -271,6 +304,7 @@ export class KvStateMachine {
   /** An apply failed midway: the in-memory session table may be ahead of the disk; refuse from now on. */
   private fail(err: unknown): void {
     this.failure = err;
+    this.pending = undefined;
     this.cache.clear();
     this.applying = false;
   }
@@ -307,7 +341,7 @@ export class KvStateMachine {
     if (current()) this.cache.markComplete();
   }
 
-  /** The record of `key`, as of the last completed apply. */
+  /** The record of `key`, as of the last durable apply. */
   async get(key: Uint8Array): Promise<KvRecord | undefined> {
     const k = byteKey(key);
     const cached = this.cache.get(k);

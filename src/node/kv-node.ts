@@ -61,6 +61,11 @@ export interface KvNodeConfig {
   readonly maxMessageBytes: number;
   /** Limit: bytes of key records cached in memory for reads and applies (0: none). Default 64 MiB. */
   readonly cacheBytes?: number;
+  /**
+   * How long the write of applies that only committed may wait for the next synced write (0: never
+   * wait). Default DEFAULT_APPLY_DEFER_MS.
+   */
+  readonly applyDeferMs?: number;
   /** Limit: bytes of proposed, uncommitted data on the leader. */
   readonly maxUncommittedBytes: number;
   /** Limit: appends in flight to one follower. */
@@ -217,6 +222,7 @@ export class KvNode {
           compactionMarginEntries: c.compactionMarginEntries,
         },
         tickMs: c.tickMs,
+        ...(c.applyDeferMs !== undefined ? { applyDeferMs: c.applyDeferMs } : {}),
         electionTimeoutTicks: c.electionTimeoutTicks,
         maxPendingProposals: c.maxPendingProposals,
         maxPendingReads: c.maxPendingReads,
@@ -626,7 +632,8 @@ export class KvNode {
       leader_id: s.leader,
       leader_address: leaderKnown ? (this.config.members.get(s.leader) ?? '') : '',
       commit_index: s.commitIndex,
-      applied_index: s.appliedIndex,
+      // What reads see: the core may be ahead by applies whose write is deferred (RaftRuntime).
+      applied_index: this.runtime.appliedIndex,
       last_index: s.lastIndex,
       members: [...this.config.members].map(([id, addr]) => ({
         id,

@@ -8,11 +8,22 @@ import type { Entry, HardState, Message, NodeId, Ready, SnapshotMeta, SnapshotRe
 import type { Logger } from './logger.js';
 
 /**
- * Limit: committed entries whose apply is written in the same batch as a Ready's log entries. Their
- * apply is computed before that batch is written, which delays the Ready's acknowledgements: a node
- * catching up on a long backlog applies it in its own writes instead, and acknowledges at once.
+ * Limit: committed entries whose apply is written in the same batch as a Ready's log entries, and
+ * deferred applies waiting for such a batch. Their apply is computed before that batch is written,
+ * which delays the Ready's acknowledgements: a node catching up on a long backlog applies it in its
+ * own writes instead, and acknowledges at once.
  */
 export const MAX_COMBINED_APPLY_ENTRIES = 512;
+
+/**
+ * The longest the write of applies may wait for a Ready that syncs anyway (see RaftRuntime.deferred),
+ * unless a read asks for them sooner. It bounds how much staler than its commit index a node's STALE
+ * reads may be.
+ */
+export const DEFAULT_APPLY_DEFER_MS = 5;
+
+/** Limit: the longest applyDeferMs accepted (a STALE read on an idle node may lag by that much). */
+export const MAX_APPLY_DEFER_MS = 1000;
 
 /** Limit: the fastest tick clock setClockRate accepts (a test hook; 10x real time is plenty). */
 export const MAX_CLOCK_RATE = 10;
@@ -38,19 +49,25 @@ export interface LogStore<S, W = never> {
 }
 
 export interface Applier<R, W = never> {
-  /** Applies committed entries in order, durably with the applied index; one result per entry. */
+  /**
+   * Applies committed entries in order, durably with the applied index (and with any prepared
+   * before); one result per entry.
+   */
   apply(entries: readonly Entry[]): Promise<readonly R[]>;
   /**
-   * Optional: computes an apply without writing it, so that its write goes to disk in the same synced
-   * batch as the Ready's log entries and hard state (one sync per Ready, not two). The runtime calls
-   * written() once that batch is durable, failed() if it failed.
+   * Optional, with takeWrite: computes applies without writing them; their writes accumulate until
+   * takeWrite hands them over, so that they go to disk in the same synced batch as a Ready's log
+   * entries and hard state (one sync per Ready, not two; none for a Ready that only commits). Reads
+   * see the applied state without them until that write is reported.
    */
-  prepare?(entries: readonly Entry[]): Promise<{
-    readonly results: readonly R[];
-    readonly write: W | undefined;
-    readonly written: () => void;
-    readonly failed: (err: unknown) => void;
-  }>;
+  prepare?(entries: readonly Entry[]): Promise<readonly R[]>;
+  /**
+   * The write of every apply prepared since the last one, or undefined. The runtime calls written()
+   * once the batch carrying it is durable, failed() if that failed.
+   */
+  takeWrite?():
+    | { readonly write: W; readonly written: () => void; readonly failed: (err: unknown) => void }
+    | undefined;
   /** Re-reads in-memory state from the store after a snapshot replaced it. */
   reload(): Promise<void>;
 }
@@ -95,6 +112,11 @@ export interface RuntimeOptions<R, S, W = never> {
   readonly snapshots: SnapshotSender;
   readonly snapshotPolicy: SnapshotPolicy;
   readonly tickMs: number;
+  /**
+   * How long the write of applies may wait for the next synced Ready (0: never wait); default
+   * DEFAULT_APPLY_DEFER_MS, at most MAX_APPLY_DEFER_MS.
+   */
+  readonly applyDeferMs?: number;
   /** Limit: proposals accepted and not yet applied (or failed). */
   readonly maxPendingProposals: number;
   /** Limit: reads waiting for a read index or for the applied index to catch up. */
@@ -104,7 +126,7 @@ export interface RuntimeOptions<R, S, W = never> {
   readonly logger: Logger;
   /** Called when the node cannot go on safely (a failed disk write); the process should exit. */
   readonly onFatal: (err: unknown) => void;
-  /** Called after each batch of committed entries has been applied. */
+  /** Called when the applied index (durable, what reads see) moved. */
   readonly onApplied?: (appliedIndex: number) => void;
   readonly onSoftState?: (s: SoftState) => void;
 }
@@ -175,6 +197,28 @@ export class RaftRuntime<R, S, W = never> {
   /** While a batch is being applied: its last index; else 0. */
   private applyingTo = 0;
   /**
+   * Applies prepared in Readys that only committed entries (no entries, no term or vote to sync),
+   * whose write waits for the next Ready that syncs anyway, or for `applyDeferMs`, or for a read that
+   * needs them, whichever comes first. Their writers were answered (the entries are committed on a
+   * majority, and a crash only means this node applies them again); the applied index that reads
+   * wait on stays below them until the write is durable (appliedCap). `hardState`: the newest
+   * deferred commit-only hard state, written with them. Invariant: defined iff the state machine
+   * holds prepared applies that no write carries yet; entries <= MAX_COMBINED_APPLY_ENTRIES.
+   */
+  private deferred: { lastIndex: number; entries: number; hardState?: HardState; timer: NodeJS.Timeout } | undefined;
+  /**
+   * The applied index reads may rely on is at most this: the index before the first deferred apply,
+   * until the write carrying it is durable; else infinite. Invariant: every apply up to
+   * min(appliedCap, raft.appliedIndex) is durable.
+   */
+  private appliedCap = Number.POSITIVE_INFINITY;
+  /** The deferred write should go now (its time ran out, or a read waits for it). */
+  private flushWanted = false;
+  /** The term and vote last made durable: a hard state that changes either must be synced. */
+  private syncedTerm: number;
+  private syncedVote: NodeId;
+  private readonly applyDeferMs: number;
+  /**
    * The tick clock: virtual milliseconds that run at `clockRate` times the monotonic clock, piecewise
    * from the last anchor (start, or a rate change), so a change never jumps it. Invariant:
    * virtualNowMs() = virtualAtAnchorMs + (performance.now() - realAtAnchorMs) * clockRate.
@@ -185,6 +229,8 @@ export class RaftRuntime<R, S, W = never> {
   /** Ticks given to the core since start; Invariant: ticksDone <= floor(virtualNowMs() / tickMs). */
   private ticksDone = 0;
   private loopRunning = false;
+  /** kick() was called while the loop ran; it may have missed the work, so it runs once more. */
+  private kickedWhileRunning = false;
   private loopDone: Promise<void> = Promise.resolve();
   private stopped = false;
 
@@ -200,6 +246,12 @@ export class RaftRuntime<R, S, W = never> {
     );
     const p = opts.snapshotPolicy;
     this.snapshotDue = p.snapshotEntries > 0 && this.entriesSinceSnapshot >= p.snapshotEntries;
+    this.syncedTerm = opts.raft.term;
+    this.syncedVote = opts.raft.vote;
+    this.applyDeferMs = opts.applyDeferMs ?? DEFAULT_APPLY_DEFER_MS;
+    if (!Number.isSafeInteger(this.applyDeferMs) || this.applyDeferMs < 0 || this.applyDeferMs > MAX_APPLY_DEFER_MS) {
+      throw new RangeError(`RaftRuntime: applyDeferMs must be an integer in [0, ${MAX_APPLY_DEFER_MS}], got ${opts.applyDeferMs}`);
+    }
   }
 
   start(): void {
@@ -265,8 +317,9 @@ export class RaftRuntime<R, S, W = never> {
     return n;
   }
 
+  /** The applied index whose state is durable and visible to reads. */
   get appliedIndex(): number {
-    return this.raft.appliedIndex;
+    return Math.min(this.raft.appliedIndex, this.appliedCap);
   }
 
   /**
@@ -275,7 +328,7 @@ export class RaftRuntime<R, S, W = never> {
    * after reading the data, and report it as the index the read was served at.
    */
   get visibleIndexBound(): number {
-    return Math.max(this.raft.appliedIndex, this.applyingTo);
+    return Math.max(this.appliedIndex, this.applyingTo);
   }
 
   /**
@@ -303,7 +356,7 @@ export class RaftRuntime<R, S, W = never> {
 
   /** Resolves once the applied index reaches `index`. */
   waitApplied(index: number, timeoutMs: number): Promise<void> {
-    if (this.raft.appliedIndex >= index) return Promise.resolve();
+    if (this.appliedIndex >= index) return Promise.resolve();
     if (this.stopped) return Promise.reject(new RaftKvError('UNAVAILABLE', 'the node is shutting down'));
     if (this.pendingReadCount() >= this.opts.maxPendingReads) {
       return Promise.reject(
@@ -314,11 +367,16 @@ export class RaftRuntime<R, S, W = never> {
       const w: ApplyWaiter = { index, resolve, reject };
       w.timer = setTimeout(() => {
         this.applyWaiters = this.applyWaiters.filter((x) => x !== w);
-        reject(new RaftKvError('TIMEOUT', `this node did not apply index ${index} within ${timeoutMs} ms (applied ${this.raft.appliedIndex})`));
+        reject(new RaftKvError('TIMEOUT', `this node did not apply index ${index} within ${timeoutMs} ms (applied ${this.appliedIndex})`));
       }, timeoutMs);
       let k = this.applyWaiters.length;
       while (k > 0 && this.applyWaiters[k - 1]!.index > index) k--;
       this.applyWaiters.splice(k, 0, w);
+      // A read waits: a deferred write it may need goes now, not when its time runs out.
+      if (this.deferred !== undefined) {
+        this.flushWanted = true;
+        this.kick();
+      }
     });
   }
 
@@ -446,15 +504,27 @@ export class RaftRuntime<R, S, W = never> {
     });
   }
 
-  /** Stops ticking and waits for the batch in progress; pending proposals fail. */
+  /**
+   * Stops ticking and waits for the batch in progress; writes the deferred applies, so a restart
+   * need not apply them again; pending proposals fail.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.ticker) clearInterval(this.ticker);
     await this.loopDone;
+    try {
+      await this.flushDeferred();
+    } catch (e) {
+      this.opts.logger.warn('the deferred applies were not written at shutdown; they are applied again at the next start', {
+        error: String((e as Error)?.message ?? e),
+      });
+    }
     this.failEverything(new RaftKvError('UNAVAILABLE', 'the node is shutting down'));
   }
 
   private failEverything(err: Error): void {
+    if (this.deferred !== undefined) clearTimeout(this.deferred.timer);
+    this.deferred = undefined;
     for (const w of this.snapshotWaiters) w.reject(err);
     this.snapshotWaiters = [];
     this.staged?.reject(err);
@@ -500,10 +570,17 @@ export class RaftRuntime<R, S, W = never> {
   }
 
   private kick(): void {
-    if (this.loopRunning || this.stopped) return;
+    if (this.stopped) return;
+    if (this.loopRunning) {
+      // The loop may be past its last look for work: it runs again when it ends.
+      this.kickedWhileRunning = true;
+      return;
+    }
     this.loopRunning = true;
+    this.kickedWhileRunning = false;
     this.loopDone = this.loop().finally(() => {
       this.loopRunning = false;
+      if (this.kickedWhileRunning) this.kick();
     });
   }
 
@@ -537,7 +614,13 @@ export class RaftRuntime<R, S, W = never> {
           await this.takeSnapshot();
           continue;
         }
-        if (!this.raft.hasReady()) break;
+        if (!this.raft.hasReady()) {
+          if (this.deferred !== undefined && this.flushWanted) {
+            await this.flushDeferred();
+            continue;
+          }
+          break;
+        }
         await this.handle(this.raft.ready());
       }
     } catch (e) {
@@ -555,6 +638,8 @@ export class RaftRuntime<R, S, W = never> {
     this.snapshotWaiters = [];
     this.snapshotDue = false;
     try {
+      // The snapshot is the durable state at the applied index, and the log behind it goes.
+      await this.flushDeferred();
       const index = this.raft.appliedIndex;
       const term = this.raft.termAt(index);
       if (term === undefined) throw new Error(`takeSnapshot: no term for the applied index ${index}`);
@@ -582,7 +667,7 @@ export class RaftRuntime<R, S, W = never> {
     }
   }
 
-  /** Committed entries are applied durably: snapshot trigger, and the proposals' promises. */
+  /** Committed entries are applied (their write may be pending): snapshot trigger, and the proposals' promises. */
   private applied(entries: readonly Entry[], results: readonly R[]): void {
     const policy = this.opts.snapshotPolicy;
     this.entriesSinceSnapshot += entries.length;
@@ -603,7 +688,78 @@ export class RaftRuntime<R, S, W = never> {
     });
   }
 
+  /**
+   * Writes the deferred applies now, with their hard state, in one synced batch (nothing when there
+   * are none), and lets the reads waiting for them go.
+   */
+  private async flushDeferred(): Promise<void> {
+    if (this.deferred === undefined) return;
+    await this.persistWithApplies(undefined, [], 0);
+    this.applyingTo = 0;
+    this.appliedMoved();
+  }
+
+  /**
+   * One synced persist of a hard state, entries, and the write of every apply prepared so far (the
+   * deferred ones and, up to `lastPrepared`, this Ready's). The deferred hard state goes with it
+   * when the Ready has none of its own (a Ready's own is newer).
+   */
+  private async persistWithApplies(hardState: HardState | undefined, entries: readonly Entry[], lastPrepared: number): Promise<void> {
+    const d = this.deferred;
+    if (d !== undefined) clearTimeout(d.timer);
+    this.deferred = undefined;
+    this.flushWanted = false;
+    const hs = hardState ?? d?.hardState;
+    const pw = d !== undefined || lastPrepared > 0 ? this.opts.stateMachine.takeWrite?.() : undefined;
+    if (pw !== undefined) this.applyingTo = Math.max(lastPrepared, d?.lastIndex ?? 0);
+    try {
+      await this.opts.store.persist({ ...(hs ? { hardState: hs } : {}), entries, ...(pw !== undefined ? { state: pw.write } : {}) });
+    } catch (err) {
+      pw?.failed(err);
+      throw err;
+    }
+    // applyingTo stays until the caller advances the core (reads may see this write from now on).
+    pw?.written();
+    if (pw !== undefined) this.appliedCap = Number.POSITIVE_INFINITY;
+    if (hs !== undefined) {
+      this.syncedTerm = hs.term;
+      this.syncedVote = hs.vote;
+    }
+  }
+
+  /** Lets the reads waiting for the applied index go, up to where it is now. */
+  private appliedMoved(): void {
+    const applied = this.appliedIndex;
+    let k = 0;
+    while (k < this.applyWaiters.length && this.applyWaiters[k]!.index <= applied) {
+      const w = this.applyWaiters[k]!;
+      if (w.timer) clearTimeout(w.timer);
+      w.resolve();
+      k++;
+    }
+    if (k > 0) this.applyWaiters.splice(0, k);
+    this.opts.onApplied?.(applied);
+  }
+
+  /** Holds the applies just prepared (entries up to lastIndex) back for a later synced batch. */
+  private defer(first: number, lastIndex: number, count: number, hardState: HardState | undefined): void {
+    const d = this.deferred;
+    if (d !== undefined) {
+      d.lastIndex = lastIndex;
+      d.entries += count;
+      if (hardState !== undefined) d.hardState = hardState;
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.flushWanted = true;
+      this.kick();
+    }, this.applyDeferMs);
+    this.deferred = { lastIndex, entries: count, ...(hardState ? { hardState } : {}), timer };
+    this.appliedCap = Math.min(this.appliedCap, first - 1);
+  }
+
   private async handle(r: Ready): Promise<void> {
+    const appliedBefore = this.appliedIndex;
     if (r.messages.length > 0) {
       const toSend: Message[] = [];
       for (const m of r.messages) {
@@ -613,58 +769,72 @@ export class RaftRuntime<R, S, W = never> {
       if (toSend.length > 0) this.opts.transport.send(toSend);
     }
     let installed: StagedSnapshot<S> | undefined;
-    /** Set when the committed entries' apply was written with the log (below). */
+    /** Set when the committed entries' apply was prepared (written with the log, or deferred). */
     let appliedResults: readonly R[] | undefined;
+    const committed = r.committedEntries;
+    const sm = this.opts.stateMachine;
+    const combined =
+      committed.length > 0 &&
+      sm.prepare !== undefined &&
+      sm.takeWrite !== undefined &&
+      committed.length <= MAX_COMBINED_APPLY_ENTRIES &&
+      // Votes are not held back behind an apply.
+      !r.messagesAfterPersist.some((m) => m.type === 'VoteResp' || m.type === 'PreVoteResp');
     if (r.snapshot) {
       const staged = this.staged;
       if (staged === undefined || staged.meta.index !== r.snapshot.index || staged.meta.term !== r.snapshot.term) {
         throw new Error(`a Ready installs snapshot ${r.snapshot.index}/${r.snapshot.term}, which was not staged`);
       }
+      await this.flushDeferred();
       // From the switch on, reads see the snapshot's state: report at least its index.
       this.applyingTo = r.snapshot.index;
       await this.opts.store.persist({ ...(r.hardState ? { hardState: r.hardState } : {}), entries: r.entries, snapshot: staged.payload });
+      if (r.hardState) {
+        this.syncedTerm = r.hardState.term;
+        this.syncedVote = r.hardState.vote;
+      }
       await this.opts.stateMachine.reload();
       this.staged = undefined;
       installed = staged;
       this.entriesSinceSnapshot = 0;
       this.bytesSinceSnapshot = 0;
-    } else if (
-      r.committedEntries.length > 0 &&
-      this.opts.stateMachine.prepare !== undefined &&
-      r.committedEntries.length <= MAX_COMBINED_APPLY_ENTRIES &&
-      // Votes are not held back behind an apply.
-      !r.messagesAfterPersist.some((m) => m.type === 'VoteResp' || m.type === 'PreVoteResp')
-    ) {
-      // The apply goes to disk in the same synced batch as the log entries and hard state (one sync,
-      // not two): its committed entries are durable already or in this very batch, so the applied
-      // state never gets ahead of the log.
-      const prepared = await this.opts.stateMachine.prepare(r.committedEntries);
-      this.applyingTo = r.committedEntries[r.committedEntries.length - 1]!.index;
-      const persisting = this.opts.store.persist({
-        ...(r.hardState ? { hardState: r.hardState } : {}),
-        entries: r.entries,
-        ...(prepared.write !== undefined ? { state: prepared.write } : {}),
-      });
-      // The writers are answered while the batch is written, not after: their entries are committed
-      // (durable on a majority), and the results are a function of the log alone, so a crash now
-      // only means this node applies them again, to the same results. Reads wait for the applied
-      // index, which moves only once the batch is durable (advance, below).
-      this.applied(r.committedEntries, prepared.results);
-      appliedResults = prepared.results;
-      try {
-        await persisting;
-      } catch (err) {
-        prepared.failed(err);
-        throw err;
+    } else if (combined) {
+      const first = committed[0]!.index;
+      const last = committed[committed.length - 1]!.index;
+      const results = await sm.prepare!(committed);
+      // The writers are answered now, before the apply is durable: their entries are committed
+      // (durable on a majority), and the results are a function of the log alone, so a crash only
+      // means this node applies them again, to the same results. Reads wait for the applied index,
+      // which moves only once the write is durable.
+      this.applied(committed, results);
+      appliedResults = results;
+      const syncFree =
+        r.entries.length === 0 &&
+        (r.hardState === undefined || (r.hardState.term === this.syncedTerm && r.hardState.vote === this.syncedVote));
+      // A read already waiting for these entries would have to wait for the deferred write.
+      const readWaits = this.applyWaiters.length > 0 && this.applyWaiters[0]!.index <= last;
+      const withinLimit = committed.length + (this.deferred?.entries ?? 0) <= MAX_COMBINED_APPLY_ENTRIES;
+      if (syncFree && withinLimit && !readWaits && !this.flushWanted && !this.stopped && this.applyDeferMs > 0) {
+        // Nothing here needs a sync of its own (a commit index may be lost in a crash: it is learned
+        // again): the apply's write waits for the next batch that syncs anyway.
+        this.defer(first, last, committed.length, r.hardState);
+      } else {
+        // The apply goes to disk in the same synced batch as the log entries and hard state: its
+        // committed entries are durable already or in this very batch, so the applied state never
+        // gets ahead of the log.
+        await this.persistWithApplies(r.hardState, r.entries, last);
       }
-      prepared.written();
+    } else if (committed.length > 0) {
+      // Applied on their own below: what was deferred goes first.
+      await this.flushDeferred();
+      if (r.hardState || r.entries.length > 0) await this.persistWithApplies(r.hardState, r.entries, 0);
     } else if (r.hardState || r.entries.length > 0) {
-      await this.opts.store.persist(r.hardState ? { hardState: r.hardState, entries: r.entries } : { entries: r.entries });
+      await this.persistWithApplies(r.hardState, r.entries, 0);
     }
     if (r.messagesAfterPersist.length > 0) this.opts.transport.send(r.messagesAfterPersist);
-    if (r.committedEntries.length > 0 && appliedResults === undefined) {
-      this.applyingTo = r.committedEntries[r.committedEntries.length - 1]!.index;
-      this.applied(r.committedEntries, await this.opts.stateMachine.apply(r.committedEntries));
+    if (committed.length > 0 && appliedResults === undefined) {
+      this.applyingTo = committed[committed.length - 1]!.index;
+      this.applied(committed, await this.opts.stateMachine.apply(committed));
     }
     for (const rs of r.readStates) {
       const batch = this.readBatches.get(rs.context);
@@ -678,18 +848,7 @@ export class RaftRuntime<R, S, W = never> {
     this.raft.advance(r);
     this.applyingTo = 0;
     installed?.resolve('installed');
-    if (r.committedEntries.length > 0 || installed !== undefined) {
-      const applied = this.raft.appliedIndex;
-      let k = 0;
-      while (k < this.applyWaiters.length && this.applyWaiters[k]!.index <= applied) {
-        const w = this.applyWaiters[k]!;
-        if (w.timer) clearTimeout(w.timer);
-        w.resolve();
-        k++;
-      }
-      if (k > 0) this.applyWaiters.splice(0, k);
-      this.opts.onApplied?.(applied);
-    }
+    if (this.appliedIndex !== appliedBefore) this.appliedMoved();
     if (r.softState) {
       if (r.softState.role !== 'leader' && this.waiters.size > 0) {
         // Entries of ours still in the log may be committed by the next leader, or overwritten.

@@ -475,10 +475,65 @@ describe('KvStateMachine', () => {
       const entries = h.entries([put('a', '1')]);
       await h.commit(entries);
       const applying = h.sm.apply(entries);
-      await expect(h.sm.reload()).rejects.toThrow('KvStateMachine.reload called while apply is in progress');
+      await expect(h.sm.reload()).rejects.toThrow('KvStateMachine.reload called while an apply is prepared or being written');
       await applying;
       await h.sm.reload();
       expect(h.sm.appliedIndex).toBe(1);
+    });
+  });
+
+  describe('prepare and takeWrite', () => {
+    it('accumulates prepared applies, later ones reading through earlier ones, and writes them in one write', async () => {
+      const h = await open();
+      await h.run(put('a', '0'));
+      const entries = h.entries([put('a', '1'), casValue('a', '1', '2'), put('b', '3')]);
+      await h.commit(entries);
+      expect(await h.sm.prepare(entries.slice(0, 1))).toEqual([{ kind: 'put', index: 2, prev: rec('0', 1, 1, 1) }]);
+      // The second prepare sees the first one's put, which is not written yet.
+      expect(await h.sm.prepare(entries.slice(1))).toEqual([
+        { kind: 'cas', index: 3, succeeded: true, current: rec('2', 1, 3, 3) },
+        { kind: 'put', index: 4 },
+      ]);
+      expect(h.sm.preparedIndex).toBe(4);
+      // Reads serve the durable state until the write is reported.
+      expect(h.sm.appliedIndex).toBe(1);
+      expect(await h.sm.get(enc('a'))).toEqual(rec('0', 1, 1, 1));
+      expect(await h.sm.get(enc('b'))).toBeUndefined();
+      const w = h.sm.takeWrite()!;
+      expect(w.write.applied).toBe(4);
+      expect(() => h.sm.takeWrite()).toThrow(/while a write is being written/);
+      await expect(h.sm.prepare(h.entries([put('c', '1')]))).rejects.toThrow(/before the previous call resolved/);
+      await h.store.writeState(w.write);
+      w.written();
+      expect(h.sm.takeWrite()).toBeUndefined();
+      expect(h.sm.appliedIndex).toBe(4);
+      expect(await h.sm.get(enc('a'))).toEqual(rec('2', 1, 3, 3));
+      expect(await h.sm.get(enc('b'))).toEqual(rec('3', 4, 4, 1));
+      // And they are what a reopen finds.
+      const again = await reopen(h);
+      expect(again.sm.appliedIndex).toBe(4);
+      expect(await again.sm.get(enc('a'))).toEqual(rec('2', 1, 3, 3));
+    });
+
+    it('prepared applies that were never written are applied again after a restart, to the same results', async () => {
+      const h = await open();
+      const entries = h.entries([put('a', '1'), put('a', '2', { clientId: 'c1', seq: 1 })]);
+      await h.commit(entries);
+      const first = await h.sm.prepare(entries);
+      const again = await reopen(h); // "crash" before the write
+      expect(again.sm.appliedIndex).toBe(0);
+      expect(await again.sm.apply(entries)).toEqual(first);
+      expect(await again.sm.get(enc('a'))).toEqual(rec('2', 1, 2, 2));
+    });
+
+    it('apply() also writes the applies prepared before it', async () => {
+      const h = await open();
+      const entries = h.entries([put('a', '1'), put('b', '2')]);
+      await h.commit(entries);
+      await h.sm.prepare(entries.slice(0, 1));
+      expect(await h.sm.apply(entries.slice(1))).toEqual([{ kind: 'put', index: 2 }]);
+      expect(h.sm.appliedIndex).toBe(2);
+      expect(await h.sm.get(enc('a'))).toEqual(rec('1', 1, 1, 1));
     });
   });
 

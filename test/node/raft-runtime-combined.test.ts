@@ -1,10 +1,12 @@
 // The runtime's combined write: a Ready's log entries, hard state and the apply of its committed
 // entries go to the store in one persist call; the writer is answered once its apply is computed,
 // while that write is in progress, but the applied index (which reads wait on) moves only once the
-// write is durable; a write that fails stops the node.
+// write is durable; a write that fails stops the node. A Ready that only commits entries defers
+// their apply's write to the next persist that syncs anyway, or until a read waits for it, or its
+// time runs out, or the node stops.
 
 import { afterEach, describe, expect, it } from 'vitest';
-import { RaftRuntime } from '../../src/node/raft-runtime.js';
+import { MAX_APPLY_DEFER_MS, RaftRuntime } from '../../src/node/raft-runtime.js';
 import { Raft } from '../../src/raft/raft.js';
 import { createRng } from '../../src/raft/rng.js';
 import type { Entry } from '../../src/raft/types.js';
@@ -35,8 +37,11 @@ afterEach(async () => {
   for (const r of running.splice(0)) await r.stop();
 });
 
-/** A one-node cluster: it elects itself, and commits an entry once it is durable. */
-function fake(): Fake {
+/**
+ * A one-node cluster: it elects itself, and commits an entry once it is durable, so the commit comes
+ * in a Ready of its own (which defers the apply's write).
+ */
+function fake(applyDeferMs = MAX_APPLY_DEFER_MS): Fake {
   const raft = new Raft({
     id: 1,
     peers: [1],
@@ -46,6 +51,8 @@ function fake(): Fake {
     initial: { hardState: { term: 0, vote: 0, commit: 0 }, entries: [], applied: 0 },
   });
   const f = { raft, persists: [], written: [], failed: [], fatal: [] } as unknown as Fake;
+  /** The last index prepared and not yet taken for a write (0: none). */
+  let prepared = 0;
   f.runtime = new RaftRuntime<string, never, StateWrite>({
     raft,
     store: {
@@ -61,9 +68,14 @@ function fake(): Fake {
     stateMachine: {
       apply: async (es: readonly Entry[]) => es.map((e) => `applied ${e.index}`),
       async prepare(es: readonly Entry[]) {
-        const applied = es[es.length - 1]!.index;
+        prepared = es[es.length - 1]!.index;
+        return es.map((e) => `applied ${e.index}`);
+      },
+      takeWrite() {
+        if (prepared === 0) return undefined;
+        const applied = prepared;
+        prepared = 0;
         return {
-          results: es.map((e) => `applied ${e.index}`),
           write: { applied },
           written: () => f.written.push(applied),
           failed: (err: unknown) => f.failed.push(err),
@@ -75,6 +87,7 @@ function fake(): Fake {
     snapshots: { send() {} },
     snapshotPolicy: { snapshotEntries: 0, snapshotBytes: 0, compactionMarginEntries: 0 },
     tickMs: 10,
+    applyDeferMs,
     maxPendingProposals: 10,
     maxPendingReads: 10,
     electionTimeoutTicks: 10,
@@ -87,8 +100,13 @@ function fake(): Fake {
 
 async function leaderWithNoopApplied(f: Fake): Promise<void> {
   f.runtime.campaign();
-  await waitFor(() => f.raft.role === 'leader' && f.runtime.appliedIndex >= 1, 5_000, 'the no-op applied');
+  await waitFor(() => f.raft.role === 'leader' && f.raft.appliedIndex >= 1, 5_000, 'the no-op applied');
+  // A read waiting for it makes its deferred write go.
+  await f.runtime.waitApplied(1, 5_000);
 }
+
+/** The persist calls that carried a state write, as the applied index each wrote. */
+const stateWrites = (f: Fake): number[] => f.persists.flatMap((p) => (p.state ? [p.state.applied] : []));
 
 describe('RaftRuntime combined write', () => {
   it('answers the writer while the apply is written; the applied index moves only once it is durable', async () => {
@@ -98,14 +116,13 @@ describe('RaftRuntime combined write', () => {
     f.hold = new Promise<void>((r) => (release = r));
     const answered = await f.runtime.propose(new Uint8Array([1]), 5_000);
     expect(answered).toEqual({ index: 2, result: 'applied 2' });
-    // The batch carrying entry 2's apply is still being written.
-    const last = f.persists[f.persists.length - 1]!;
-    expect(last.state).toEqual({ applied: 2 });
-    expect(f.written).not.toContain(2);
     expect(f.runtime.appliedIndex).toBe(1);
+    // A read needs entry 2: its apply's write goes now, and the read waits until it is durable.
     let caughtUp = false;
     const wait = f.runtime.waitApplied(2, 5_000).then(() => (caughtUp = true));
-    await new Promise((r) => setImmediate(r));
+    await waitFor(() => stateWrites(f).includes(2), 5_000, 'the write of entry 2');
+    expect(f.written).not.toContain(2);
+    expect(f.runtime.appliedIndex).toBe(1);
     expect(caughtUp).toBe(false);
     release();
     await wait;
@@ -113,11 +130,59 @@ describe('RaftRuntime combined write', () => {
     expect(f.runtime.appliedIndex).toBe(2);
   });
 
+  it('defers the apply of a Ready that only commits to the next synced persist', async () => {
+    const f = fake();
+    await leaderWithNoopApplied(f);
+    const before = f.persists.length;
+    expect(await f.runtime.propose(new Uint8Array([1]), 5_000)).toEqual({ index: 2, result: 'applied 2' });
+    // Entry 2 went to disk alone; its apply waits (the Ready that committed it needs no sync).
+    expect(f.persists.slice(before)).toEqual([{ entries: 1 }]);
+    expect(f.runtime.appliedIndex).toBe(1);
+    expect(f.runtime.visibleIndexBound).toBe(1);
+    // Entry 3 needs a synced persist: the apply of entry 2 goes in the same one.
+    expect(await f.runtime.propose(new Uint8Array([2]), 5_000)).toEqual({ index: 3, result: 'applied 3' });
+    expect(f.persists.slice(before)).toEqual([{ entries: 1 }, { entries: 1, state: { applied: 2 } }]);
+    expect(f.written).toContain(2);
+    expect(f.runtime.appliedIndex).toBe(2);
+  });
+
+  it('writes a deferred apply once its time runs out', async () => {
+    const f = fake(20);
+    await leaderWithNoopApplied(f);
+    await f.runtime.propose(new Uint8Array([1]), 5_000);
+    await waitFor(() => f.runtime.appliedIndex === 2, 5_000, 'the deferred write after 20 ms');
+    expect(stateWrites(f)).toContain(2);
+    expect(f.persists[f.persists.length - 1]).toEqual({ entries: 0, state: { applied: 2 } });
+  });
+
+  it('with applyDeferMs 0 writes the apply of a Ready that only commits at once', async () => {
+    const f = fake(0);
+    await leaderWithNoopApplied(f);
+    const before = f.persists.length;
+    await f.runtime.propose(new Uint8Array([1]), 5_000);
+    expect(f.persists.slice(before)).toEqual([{ entries: 1 }, { entries: 0, state: { applied: 2 } }]);
+  });
+
+  it('refuses an applyDeferMs outside [0, MAX_APPLY_DEFER_MS]', () => {
+    expect(() => fake(MAX_APPLY_DEFER_MS + 1)).toThrow(`applyDeferMs must be an integer in [0, ${MAX_APPLY_DEFER_MS}]`);
+  });
+
+  it('writes the deferred applies when it stops', async () => {
+    const f = fake();
+    await leaderWithNoopApplied(f);
+    await f.runtime.propose(new Uint8Array([1]), 5_000);
+    expect(stateWrites(f)).not.toContain(2);
+    await f.runtime.stop();
+    expect(stateWrites(f)).toContain(2);
+    expect(f.written).toContain(2);
+  });
+
   it('a failed combined write reports failed() and stops the node', async () => {
     const f = fake();
     await leaderWithNoopApplied(f);
     f.failWith = new Error('disk on fire');
     await f.runtime.propose(new Uint8Array([1]), 5_000).catch(() => undefined);
+    await f.runtime.waitApplied(2, 5_000).catch(() => undefined);
     await waitFor(() => f.fatal.length > 0, 5_000, 'the node to stop');
     expect(f.failed).toHaveLength(1);
     expect(String(f.fatal[0])).toMatch(/disk on fire/);

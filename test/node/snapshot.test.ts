@@ -147,6 +147,9 @@ describe('InstallSnapshot on real processes', () => {
     const leader = await cluster.waitForLeader();
     const target = cluster.ids.find((id) => id !== leader)!;
     const posingAs = cluster.ids.find((id) => id !== target && id !== leader)!;
+    // The target first applies everything committed, so that its data changes only if a snapshot lands.
+    const committed = num((await status(leader)).commit_index);
+    await waitFor(async () => num((await status(target)).applied_index) >= committed, CATCH_UP_TIMEOUT_MS, `node ${target} to apply index ${committed}`, 50);
     const beforeData = await dump(target);
     const beforeStatus = await status(target);
 
