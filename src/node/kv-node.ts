@@ -572,8 +572,13 @@ export class KvNode {
         const ago = staleness === Number.MAX_SAFE_INTEGER ? 'has not heard from a leader since it started' : `last heard from a leader ${staleness} ms ago`;
         throw new RaftKvError('TOO_STALE', `this node ${ago}, more than max_staleness_ms=${read.maxStalenessMs}`);
       }
-      if (read.minIndex > 0) await this.runtime.waitApplied(read.minIndex, timeout());
-      return this.header(this.runtime.appliedIndex, 'STALE', this.stalenessMs());
+      let minIndex = read.minIndex;
+      // Applies whose write is deferred would take the read past its bound: it waits for them.
+      if (read.maxStalenessMs > 0 && staleness + this.runtime.applyLagMs > read.maxStalenessMs) {
+        minIndex = Math.max(minIndex, this.raft.appliedIndex);
+      }
+      if (minIndex > 0) await this.runtime.waitApplied(minIndex, timeout());
+      return this.header(this.runtime.appliedIndex, 'STALE', this.readStalenessMs());
     }
     await this.waitForLeader(deadlineMs, 'read');
     this.requireQuorum('read');
@@ -596,6 +601,15 @@ export class KvNode {
    * on a leader that has lost that contact, since its last contact with a majority.
    * Number.MAX_SAFE_INTEGER when it never heard from one.
    */
+  /**
+   * How stale a STALE read served now may be: since the last contact with a leader, plus the time
+   * committed entries have waited for their apply's deferred write.
+   */
+  private readStalenessMs(): number {
+    const s = this.stalenessMs();
+    return s === Number.MAX_SAFE_INTEGER ? s : s + this.runtime.applyLagMs;
+  }
+
   private stalenessMs(): number {
     let since = this.lastLeaderContactMs;
     if (this.raft.role === 'leader') {

@@ -205,7 +205,9 @@ export class RaftRuntime<R, S, W = never> {
    * deferred commit-only hard state, written with them. Invariant: defined iff the state machine
    * holds prepared applies that no write carries yet; entries <= MAX_COMBINED_APPLY_ENTRIES.
    */
-  private deferred: { lastIndex: number; entries: number; hardState?: HardState; timer: NodeJS.Timeout } | undefined;
+  private deferred:
+    | { lastIndex: number; entries: number; hardState?: HardState; readonly timer: NodeJS.Timeout; readonly sinceMs: number }
+    | undefined;
   /**
    * The applied index reads may rely on is at most this: the index before the first deferred apply,
    * until the write carrying it is durable; else infinite. Invariant: every apply up to
@@ -233,6 +235,8 @@ export class RaftRuntime<R, S, W = never> {
   private kickedWhileRunning = false;
   private loopDone: Promise<void> = Promise.resolve();
   private stopped = false;
+  /** The shutdown in progress or done (stop()). */
+  private stopping: Promise<void> | undefined;
 
   constructor(opts: RuntimeOptions<R, S, W>) {
     this.opts = opts;
@@ -317,6 +321,14 @@ export class RaftRuntime<R, S, W = never> {
     return n;
   }
 
+  /**
+   * How long the oldest apply whose write is deferred has waited (0: none waits): reads of this
+   * node's state miss committed entries for up to that long.
+   */
+  get applyLagMs(): number {
+    return this.deferred === undefined ? 0 : Math.ceil(performance.now() - this.deferred.sinceMs);
+  }
+
   /** The applied index whose state is durable and visible to reads. */
   get appliedIndex(): number {
     return Math.min(this.raft.appliedIndex, this.appliedCap);
@@ -372,8 +384,8 @@ export class RaftRuntime<R, S, W = never> {
       let k = this.applyWaiters.length;
       while (k > 0 && this.applyWaiters[k - 1]!.index > index) k--;
       this.applyWaiters.splice(k, 0, w);
-      // A read waits: a deferred write it may need goes now, not when its time runs out.
-      if (this.deferred !== undefined) {
+      // A read waits for applies whose write is deferred: it goes now, not when its time runs out.
+      if (this.deferred !== undefined && index <= this.raft.appliedIndex) {
         this.flushWanted = true;
         this.kick();
       }
@@ -508,18 +520,22 @@ export class RaftRuntime<R, S, W = never> {
    * Stops ticking and waits for the batch in progress; writes the deferred applies, so a restart
    * need not apply them again; pending proposals fail.
    */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.ticker) clearInterval(this.ticker);
-    await this.loopDone;
-    try {
-      await this.flushDeferred();
-    } catch (e) {
-      this.opts.logger.warn('the deferred applies were not written at shutdown; they are applied again at the next start', {
-        error: String((e as Error)?.message ?? e),
-      });
-    }
-    this.failEverything(new RaftKvError('UNAVAILABLE', 'the node is shutting down'));
+  stop(): Promise<void> {
+    // Every caller waits for the same shutdown, deferred write included, before closing the store.
+    this.stopping ??= (async () => {
+      this.stopped = true;
+      if (this.ticker) clearInterval(this.ticker);
+      await this.loopDone;
+      try {
+        await this.flushDeferred();
+      } catch (e) {
+        this.opts.logger.warn('the deferred applies were not written at shutdown; they are applied again at the next start', {
+          error: String((e as Error)?.message ?? e),
+        });
+      }
+      this.failEverything(new RaftKvError('UNAVAILABLE', 'the node is shutting down'));
+    })();
+    return this.stopping;
   }
 
   private failEverything(err: Error): void {
@@ -711,6 +727,9 @@ export class RaftRuntime<R, S, W = never> {
     this.flushWanted = false;
     const hs = hardState ?? d?.hardState;
     const pw = d !== undefined || lastPrepared > 0 ? this.opts.stateMachine.takeWrite?.() : undefined;
+    if (pw === undefined && (d !== undefined || lastPrepared > 0)) {
+      throw new Error('RaftRuntime: the state machine has no write for the applies it prepared');
+    }
     if (pw !== undefined) this.applyingTo = Math.max(lastPrepared, d?.lastIndex ?? 0);
     try {
       await this.opts.store.persist({ ...(hs ? { hardState: hs } : {}), entries, ...(pw !== undefined ? { state: pw.write } : {}) });
@@ -754,7 +773,7 @@ export class RaftRuntime<R, S, W = never> {
       this.flushWanted = true;
       this.kick();
     }, this.applyDeferMs);
-    this.deferred = { lastIndex, entries: count, ...(hardState ? { hardState } : {}), timer };
+    this.deferred = { lastIndex, entries: count, ...(hardState ? { hardState } : {}), timer, sinceMs: performance.now() };
     this.appliedCap = Math.min(this.appliedCap, first - 1);
   }
 
@@ -824,11 +843,8 @@ export class RaftRuntime<R, S, W = never> {
         // gets ahead of the log.
         await this.persistWithApplies(r.hardState, r.entries, last);
       }
-    } else if (committed.length > 0) {
-      // Applied on their own below: what was deferred goes first.
-      await this.flushDeferred();
-      if (r.hardState || r.entries.length > 0) await this.persistWithApplies(r.hardState, r.entries, 0);
-    } else if (r.hardState || r.entries.length > 0) {
+    } else if (r.hardState || r.entries.length > 0 || (committed.length > 0 && this.deferred !== undefined)) {
+      // With what was deferred, if anything; committed entries are applied on their own below.
       await this.persistWithApplies(r.hardState, r.entries, 0);
     }
     if (r.messagesAfterPersist.length > 0) this.opts.transport.send(r.messagesAfterPersist);

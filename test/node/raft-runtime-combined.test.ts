@@ -109,7 +109,7 @@ async function leaderWithNoopApplied(f: Fake): Promise<void> {
 const stateWrites = (f: Fake): number[] => f.persists.flatMap((p) => (p.state ? [p.state.applied] : []));
 
 describe('RaftRuntime combined write', () => {
-  it('answers the writer while the apply is written; the applied index moves only once it is durable', async () => {
+  it('answers the writer before its apply is durable; the applied index moves only once it is', async () => {
     const f = fake();
     await leaderWithNoopApplied(f);
     let release!: () => void;
@@ -155,6 +155,67 @@ describe('RaftRuntime combined write', () => {
     expect(f.persists[f.persists.length - 1]).toEqual({ entries: 0, state: { applied: 2 } });
   });
 
+  it('a failed combined write (an entry and a deferred apply) reports failed() and stops the node', async () => {
+    const f = fake();
+    await leaderWithNoopApplied(f);
+    await f.runtime.propose(new Uint8Array([1]), 5_000);
+    f.failWith = new Error('disk on fire');
+    // Entry 3's persist carries entry 2's deferred apply, and fails.
+    await f.runtime.propose(new Uint8Array([2]), 2_000).catch(() => undefined);
+    await waitFor(() => f.fatal.length > 0, 5_000, 'the node to stop');
+    expect(f.persists[f.persists.length - 1]).toEqual({ entries: 1, state: { applied: 2 } });
+    expect(f.failed).toHaveLength(1);
+    expect(f.written).not.toContain(2);
+  });
+
+  it('does not defer an apply that a read already waits for', async () => {
+    const f = fake();
+    await leaderWithNoopApplied(f);
+    const before = f.persists.length;
+    const answered = f.runtime.propose(new Uint8Array([1]), 5_000);
+    // Well within the deferral's 1000 ms: the read must not wait for it.
+    const read = f.runtime.waitApplied(2, 500);
+    await answered;
+    await read;
+    expect(f.persists.slice(before)).toEqual([{ entries: 1 }, { entries: 0, state: { applied: 2 } }]);
+  });
+
+  it('a read of an index the core has not applied yet does not make the deferred write go', async () => {
+    const f = fake();
+    await leaderWithNoopApplied(f);
+    await f.runtime.propose(new Uint8Array([1]), 5_000);
+    await expect(f.runtime.waitApplied(3, 100)).rejects.toThrow(/did not apply index 3/);
+    expect(stateWrites(f)).not.toContain(2);
+    await f.runtime.waitApplied(2, 5_000);
+    expect(stateWrites(f)).toContain(2);
+  });
+
+  it('reports how long the oldest deferred apply has waited', async () => {
+    const f = fake();
+    await leaderWithNoopApplied(f);
+    expect(f.runtime.applyLagMs).toBe(0);
+    await f.runtime.propose(new Uint8Array([1]), 5_000);
+    await waitFor(() => f.runtime.applyLagMs >= 2, 5_000, 'the lag to grow');
+    await f.runtime.waitApplied(2, 5_000);
+    expect(f.runtime.applyLagMs).toBe(0);
+  });
+
+  it('every stop() call waits for the deferred write', async () => {
+    const f = fake();
+    await leaderWithNoopApplied(f);
+    await f.runtime.propose(new Uint8Array([1]), 5_000);
+    let release!: () => void;
+    f.hold = new Promise<void>((r) => (release = r));
+    let secondDone = false;
+    const first = f.runtime.stop();
+    const second = f.runtime.stop().then(() => (secondDone = true));
+    await waitFor(() => stateWrites(f).includes(2), 5_000, 'the deferred write to start');
+    expect(secondDone).toBe(false);
+    release();
+    await Promise.all([first, second]);
+    expect(f.written).toContain(2);
+  });
+
   it('with applyDeferMs 0 writes the apply of a Ready that only commits at once', async () => {
     const f = fake(0);
     await leaderWithNoopApplied(f);
@@ -177,7 +238,7 @@ describe('RaftRuntime combined write', () => {
     expect(f.written).toContain(2);
   });
 
-  it('a failed combined write reports failed() and stops the node', async () => {
+  it('a failed write of a deferred apply reports failed() and stops the node', async () => {
     const f = fake();
     await leaderWithNoopApplied(f);
     f.failWith = new Error('disk on fire');
