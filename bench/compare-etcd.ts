@@ -83,15 +83,44 @@ const COMPARE_WORKLOADS: readonly CompareWorkload[] = [
   },
 ];
 
-const { values: flags } = parseArgs({
-  options: {
-    duration: { type: 'string', default: '10' },
-    warmup: { type: 'string', default: '2' },
-    json: { type: 'string' },
-    only: { type: 'string' },
-    seed: { type: 'string' },
-  },
-});
+const USAGE = `Usage: npx tsx bench/compare-etcd.ts [options]
+
+raftkv against etcd 3.4: the same kvbench workloads on a fresh 3-node cluster of each, one at a
+time, then both side by side with ratios and the issue's targets judged PASS or MISS.
+
+Options:
+  --duration S     measured seconds per workload and system (default 10)
+  --warmup S       unrecorded seconds before each (default 2)
+  --only NAMES     comma-separated workloads (${COMPARE_WORKLOADS.map((w) => w.name).join(', ')})
+  --json FILE      also write every result as JSON
+  --seed N         seed of the key and operation choices (default: random, printed)
+  -h, --help       this text
+`;
+
+function parseFlags(): { duration: string; warmup: string; json?: string; only?: string; seed?: string } {
+  try {
+    const { values } = parseArgs({
+      options: {
+        duration: { type: 'string', default: '10' },
+        warmup: { type: 'string', default: '2' },
+        json: { type: 'string' },
+        only: { type: 'string' },
+        seed: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+    if (values.help === true) {
+      process.stdout.write(USAGE);
+      process.exit(0);
+    }
+    return values;
+  } catch (e) {
+    process.stderr.write(`compare-etcd: ${(e as Error).message}\n\n${USAGE}`);
+    process.exit(64);
+  }
+}
+
+const flags = parseFlags();
 
 function positiveNumber(flag: string, raw: string, allowZero = false): number {
   const n = Number(raw);

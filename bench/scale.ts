@@ -43,15 +43,44 @@ const POLL_INTERVAL_MS = 20;
 /** Gets timed on the loaded cluster after the load, to see reads work at that size. */
 const MILLION_PROBE_OPS = 2_000;
 
-const { values: flags } = parseArgs({
-  options: {
-    section: { type: 'string', default: SECTIONS.join(',') },
-    duration: { type: 'string', default: '10' },
-    warmup: { type: 'string', default: '2' },
-    keys: { type: 'string', default: '1000000' },
-    seed: { type: 'string', default: '1' },
-  },
-});
+const USAGE = `Usage: npx tsx bench/scale.ts [options]
+
+raftkv's scale figures on real kvnode processes: put throughput against value size, a cluster with
+a million keys (RSS, restart, catch-up of an empty node), and 3 against 5 nodes.
+
+Options:
+  --section LIST   comma-separated sections (default ${SECTIONS.join(',')})
+  --duration S     measured seconds per run (default 10)
+  --warmup S       unrecorded seconds before each (default 2)
+  --keys N         keys loaded by the million section (default 1000000)
+  --seed N         seed of the key and operation choices (default 1)
+  -h, --help       this text
+`;
+
+function parseFlags(): { section: string; duration: string; warmup: string; keys: string; seed: string } {
+  try {
+    const { values } = parseArgs({
+      options: {
+        section: { type: 'string', default: SECTIONS.join(',') },
+        duration: { type: 'string', default: '10' },
+        warmup: { type: 'string', default: '2' },
+        keys: { type: 'string', default: '1000000' },
+        seed: { type: 'string', default: '1' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+    if (values.help === true) {
+      process.stdout.write(USAGE);
+      process.exit(0);
+    }
+    return values;
+  } catch (e) {
+    process.stderr.write(`scale: ${(e as Error).message}\n\n${USAGE}`);
+    process.exit(64);
+  }
+}
+
+const flags = parseFlags();
 
 function parseSections(raw: string): Section[] {
   const names = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
