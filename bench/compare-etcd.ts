@@ -15,7 +15,6 @@
 
 import { writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, release, type as osType } from 'node:os';
-import { parseArgs } from 'node:util';
 import { formatResult } from './kvbench/report.js';
 import { runBench, type BenchResult } from './kvbench/runner.js';
 import type { TargetSpec } from './kvbench/targets.js';
@@ -28,6 +27,7 @@ import {
   type ComparePair,
 } from './support/compare-table.js';
 import { EtcdCluster, ensureEtcdInstalled } from './support/etcd-cluster.js';
+import { parseScriptFlags } from './support/script-flags.js';
 import { ProcessCluster } from '../test/support/process-cluster.js';
 
 const CLUSTER_SIZE = 3;
@@ -97,30 +97,13 @@ Options:
   -h, --help       this text
 `;
 
-function parseFlags(): { duration: string; warmup: string; json?: string; only?: string; seed?: string } {
-  try {
-    const { values } = parseArgs({
-      options: {
-        duration: { type: 'string', default: '10' },
-        warmup: { type: 'string', default: '2' },
-        json: { type: 'string' },
-        only: { type: 'string' },
-        seed: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-    if (values.help === true) {
-      process.stdout.write(USAGE);
-      process.exit(0);
-    }
-    return values;
-  } catch (e) {
-    process.stderr.write(`compare-etcd: ${(e as Error).message}\n\n${USAGE}`);
-    process.exit(64);
-  }
-}
-
-const flags = parseFlags();
+const flags = parseScriptFlags('compare-etcd', USAGE, {
+  duration: { type: 'string', default: '10' },
+  warmup: { type: 'string', default: '2' },
+  json: { type: 'string' },
+  only: { type: 'string' },
+  seed: { type: 'string' },
+});
 
 function positiveNumber(flag: string, raw: string, allowZero = false): number {
   const n = Number(raw);

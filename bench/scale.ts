@@ -16,11 +16,11 @@
 import { readFile, rm } from 'node:fs/promises';
 import { availableParallelism, cpus, release, type as osType } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 import { runBench, type BenchResult } from './kvbench/runner.js';
 import type { TargetSpec } from './kvbench/targets.js';
 import { defaultWorkload, type WorkloadSpec } from './kvbench/workload.js';
 import { fmtNum, markdownTable } from './support/compare-table.js';
+import { parseScriptFlags } from './support/script-flags.js';
 import { KvClient } from '../src/client/index.js';
 import type { NodeStatus } from '../src/client/types.js';
 import { DEFAULT_REQUEST_LIMITS } from '../src/server/validate.js';
@@ -57,30 +57,13 @@ Options:
   -h, --help       this text
 `;
 
-function parseFlags(): { section: string; duration: string; warmup: string; keys: string; seed: string } {
-  try {
-    const { values } = parseArgs({
-      options: {
-        section: { type: 'string', default: SECTIONS.join(',') },
-        duration: { type: 'string', default: '10' },
-        warmup: { type: 'string', default: '2' },
-        keys: { type: 'string', default: '1000000' },
-        seed: { type: 'string', default: '1' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-    if (values.help === true) {
-      process.stdout.write(USAGE);
-      process.exit(0);
-    }
-    return values;
-  } catch (e) {
-    process.stderr.write(`scale: ${(e as Error).message}\n\n${USAGE}`);
-    process.exit(64);
-  }
-}
-
-const flags = parseFlags();
+const flags = parseScriptFlags('scale', USAGE, {
+  section: { type: 'string', default: SECTIONS.join(',') },
+  duration: { type: 'string', default: '10' },
+  warmup: { type: 'string', default: '2' },
+  keys: { type: 'string', default: '1000000' },
+  seed: { type: 'string', default: '1' },
+});
 
 function parseSections(raw: string): Section[] {
   const names = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
