@@ -734,6 +734,7 @@ export class Raft {
   /** §5.3: the consistency check, then append, then acknowledge (after persisting). */
   private onAppend(m: AppendRequest): void {
     const reply = (index: number, reject: boolean, hint?: AppendResponse['hint']): void => {
+      if (!reject && m.noReply === true) return;
       const resp: AppendResponse = { type: 'AppResp', from: this.id, to: m.from, term: this._term, index, reject };
       this.send(hint ? { ...resp, hint } : resp);
     };
@@ -929,7 +930,8 @@ export class Raft {
   private bcastAppend(sendIfEmpty: boolean): void {
     for (const pr of this.progress.values()) {
       if (pr.id === this.id) continue;
-      if (sendIfEmpty) this.sendAppend(pr, true);
+      // An empty append here carries only the new commit index.
+      if (sendIfEmpty) this.sendAppend(pr, true, true);
       this.sendAppends(pr);
     }
   }
@@ -943,9 +945,10 @@ export class Raft {
 
   /**
    * Sends one append (batching up to maxAppendBytes) unless the follower is paused. With
-   * sendIfEmpty, an append with no entries is sent to carry the commit index or to probe.
+   * sendIfEmpty, an append with no entries is sent to carry the commit index or to probe; with
+   * commitOnly too (a commit moved), such an append to a follower in replicate state asks for no reply.
    */
-  private sendAppend(pr: Progress, sendIfEmpty: boolean): boolean {
+  private sendAppend(pr: Progress, sendIfEmpty: boolean, commitOnly = false): boolean {
     if (pr.isPaused()) return false;
     const prevIndex = pr.next - 1;
     if (this.log.isCompacted(prevIndex)) {
@@ -965,6 +968,8 @@ export class Raft {
       prevTerm,
       entries,
       commit: this.log.committed,
+      // A follower being replicated to acknowledges its entries; a commit alone needs no answer.
+      ...(commitOnly && entries.length === 0 && pr.state === 'replicate' ? { noReply: true as const } : {}),
     };
     this.send(m);
     pr.sentAppend(prevIndex + entries.length, entries.length);

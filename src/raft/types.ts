@@ -83,6 +83,13 @@ export interface AppendRequest extends MessageBase {
   readonly prevTerm: number;
   readonly entries: readonly Entry[];
   readonly commit: number;
+  /**
+   * Set by a leader on an append with no entries that only carries a new commit index to a follower
+   * it is replicating to (not probing): a success is not acknowledged. The acknowledgements of the
+   * entries already report the follower's match, and heartbeats keep it counted as active; a rejection
+   * is still answered, so a lost append is found as before. One message per write per follower less.
+   */
+  readonly noReply?: true;
 }
 
 export interface AppendResponse extends MessageBase {

@@ -12,6 +12,7 @@
 //     3 PreVoteResp, 4 VoteResp granted:u8 (0 | 1)
 //     5 App                     prevIndex:varint  prevTerm:varint  commit:varint
 //                               entryCount:varint  entry{entryCount}
+//    11 App, noReply set        the body of 5 (a commit-only append the follower does not answer)
 //     6 AppResp                 index:varint  flags:u8 (bit 0 reject, bit 1 hint present)
 //                               [conflictTerm:varint  conflictIndex:varint]   when bit 1 is set
 //     7 Heartbeat               commit:varint  context:varint
@@ -70,6 +71,8 @@ const TAG_BY_TYPE: Readonly<Record<WireMessageType, number>> = {
   ReadIndex: 9,
   ReadIndexResp: 10,
 };
+/** An App with noReply set; the body is an App's. */
+const TAG_APP_NO_REPLY = 11;
 
 const ENTRY_NORMAL = 0;
 const ENTRY_NOOP = 1;
@@ -176,7 +179,7 @@ function writeVarint(buf: Uint8Array, pos: number, v: number): number {
 
 function writeMessage(buf: Uint8Array, pos: number, m: Message): number {
   if (m.type === 'Snap') snapNotEncodable();
-  buf[pos++] = TAG_BY_TYPE[m.type];
+  buf[pos++] = m.type === 'App' && m.noReply === true ? TAG_APP_NO_REPLY : TAG_BY_TYPE[m.type];
   pos = writeVarint(buf, pos, m.from);
   pos = writeVarint(buf, pos, m.to);
   pos = writeVarint(buf, pos, m.term);
@@ -348,14 +351,16 @@ function readMessage(r: Reader): WireMessage {
     case 3:
     case 4:
       return { type: tag === 3 ? 'PreVoteResp' : 'VoteResp', from, to, term, granted: r.bool('granted') };
-    case 5: {
+    case 5:
+    case TAG_APP_NO_REPLY: {
       const prevIndex = r.varint('prevIndex');
       const prevTerm = r.varint('prevTerm');
       const commit = r.varint('commit');
       const n = r.count('entry count', MIN_ENTRY_BYTES);
       const entries: Entry[] = new Array<Entry>(n);
       for (let i = 0; i < n; i++) entries[i] = readEntry(r);
-      return { type: 'App', from, to, term, prevIndex, prevTerm, commit, entries };
+      const m = { type: 'App', from, to, term, prevIndex, prevTerm, commit, entries } as const;
+      return tag === 5 ? m : { ...m, noReply: true };
     }
     case 6: {
       const index = r.varint('index');

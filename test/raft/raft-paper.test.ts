@@ -93,6 +93,59 @@ describe('§5.3 log replication', () => {
     const resp = h.queue.pop() as AppendResponse;
     expect(resp).toMatchObject({ type: 'AppResp', reject: false, index: 5 });
   });
+
+  it('a commit alone goes to replicating followers as an append they do not answer', () => {
+    const h = new Harness([1, 2, 3]);
+    h.elect(1);
+    h.sent.length = 0;
+    h.node(1).propose(bytes('a'));
+    h.deliverAll();
+    // Entries (index 2) go out with replies; the commit that follows goes out without.
+    const apps = h.sent.filter((m): m is AppendRequest => m.type === 'App');
+    const withEntries = apps.filter((m) => m.entries.length > 0);
+    const commitOnly = apps.filter((m) => m.entries.length === 0);
+    expect(withEntries.map((m) => [m.to, m.noReply])).toEqual([
+      [2, undefined],
+      [3, undefined],
+    ]);
+    expect(commitOnly.length).toBeGreaterThan(0);
+    for (const m of commitOnly) expect(m).toMatchObject({ commit: 2, noReply: true });
+    const acks = h.sent.filter((m) => m.type === 'AppResp');
+    expect(acks.map((m) => m.from).sort()).toEqual([2, 3]);
+    for (const id of [1, 2, 3]) expect(h.node(id).commitIndex).toBe(2);
+  });
+
+  it('a follower still answers a noReply append it rejects, and one from a stale term', () => {
+    const h = new Harness([1, 2], { 2: { log: [1, 1, 2, 2] } });
+    const f = h.node(2);
+    // A success: no answer, and the commit moves.
+    f.step({ type: 'App', from: 1, to: 2, term: 3, prevIndex: 4, prevTerm: 2, entries: [], commit: 3, noReply: true });
+    h.flush();
+    expect(h.queue.filter((m) => m.type === 'AppResp')).toEqual([]);
+    expect(f.commitIndex).toBe(3);
+    // A mismatch: the rejection and its hint go back, so the leader can repair the log.
+    f.step({ type: 'App', from: 1, to: 2, term: 3, prevIndex: 9, prevTerm: 3, entries: [], commit: 3, noReply: true });
+    h.flush();
+    expect(h.queue.pop()).toMatchObject({ type: 'AppResp', reject: true, index: 9, hint: { conflictTerm: 0, conflictIndex: 5 } });
+    // A stale leader hears the newer term.
+    f.step({ type: 'App', from: 1, to: 2, term: 1, prevIndex: 4, prevTerm: 2, entries: [], commit: 3, noReply: true });
+    h.flush();
+    expect(h.queue.pop()).toMatchObject({ type: 'AppResp', term: 3 });
+  });
+
+  it('a follower being repaired gets appends that ask for replies, and its log converges', () => {
+    // Node 3 lacks an entry the new leader has: the leader probes it, and is rejected first.
+    const h = new Harness([1, 2, 3], { 1: { log: [1, 1] }, 2: { log: [1, 1] }, 3: { log: [1] } });
+    h.elect(2);
+    h.node(2).propose(bytes('a'));
+    h.deliverAll();
+    const firstSuccess = h.sent.findIndex((m) => m.type === 'AppResp' && m.from === 3 && !m.reject);
+    const rejected = h.sent.slice(0, firstSuccess).filter((m) => m.type === 'AppResp' && m.from === 3 && m.reject);
+    expect(firstSuccess).toBeGreaterThan(0);
+    expect(rejected.length).toBeGreaterThan(0);
+    for (const m of h.sent.slice(0, firstSuccess)) if (m.type === 'App' && m.to === 3) expect(m.noReply).toBeUndefined();
+    expect(h.termsOf(3)).toEqual(h.termsOf(2));
+  });
 });
 
 describe('Figure 7: a new leader brings every follower’s log to match its own', () => {

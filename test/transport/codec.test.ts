@@ -69,7 +69,8 @@ function message(rng: SeededRng): WireMessage {
       for (let i = 0; i < n; i++) {
         entries.push({ index: uint(rng), term: uint(rng), type: rng.int(5) === 0 ? 'noop' : 'normal', data: data(rng) });
       }
-      return { ...base, type, prevIndex: uint(rng), prevTerm: uint(rng), commit: uint(rng), entries };
+      const m = { ...base, type, prevIndex: uint(rng), prevTerm: uint(rng), commit: uint(rng), entries };
+      return rng.int(4) === 0 ? { ...m, noReply: true } : m;
     }
     case 'AppResp': {
       const reject = rng.int(2) === 1;
@@ -155,6 +156,19 @@ describe('codec round trip', () => {
     expect(m.entries[1]!.type).toBe('noop');
   });
 
+  it('keeps noReply on an App only when it was set (tag 11, the body of tag 5)', () => {
+    const base = { type: 'App', from: 1, to: 2, term: 3, prevIndex: 9, prevTerm: 3, commit: 9, entries: [] } as const;
+    const plainFrame = encodeBatch([base]);
+    const noReplyFrame = encodeBatch([{ ...base, noReply: true }]);
+    expect(plainFrame[2]).toBe(5);
+    expect(noReplyFrame[2]).toBe(11);
+    expect(noReplyFrame.subarray(3)).toEqual(plainFrame.subarray(3));
+    const [a] = decodeBatch(plainFrame);
+    const [b] = decodeBatch(noReplyFrame);
+    expect(a).not.toHaveProperty('noReply');
+    expect(b).toEqual({ ...base, noReply: true });
+  });
+
   it('keeps an AppResp hint only when one was sent', () => {
     const base = { type: 'AppResp', from: 2, to: 1, term: 3, index: 9 } as const;
     const [noHint] = decodeBatch(encodeBatch([{ ...base, reject: true }]));
@@ -187,7 +201,7 @@ describe('codec rejects malformed input', () => {
   });
 
   it('rejects unknown message tags and entry types', () => {
-    for (const tag of [0, 11, 255]) expectMalformed([...ONE, tag, 1, 2, 3, 0], new RegExp(`unknown message tag ${tag}`));
+    for (const tag of [0, 12, 255]) expectMalformed([...ONE, tag, 1, 2, 3, 0], new RegExp(`unknown message tag ${tag}`));
     // App from 1 to 2 term 3, prev 0/0, commit 0, one entry: index 1 term 1 type 7.
     const err = expectMalformed([...ONE, 5, 1, 2, 3, 0, 0, 0, 1, 1, 1, 7, 0], /unknown entry type 7/);
     expect(err.offset).toBe(12);
