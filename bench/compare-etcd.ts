@@ -10,8 +10,12 @@
 // machine's load shows less in the ratios than it would between two long runs. Fresh clusters also
 // mean no workload runs on another's data (etcd keeps every revision until compacted).
 //
+// With --rounds N, all of that is done N times, the order of the two systems alternating from round
+// to round, and a summary gives each ratio's median and range over the rounds and judges the targets
+// on the median ratios: one run moves by tens of percent on a shared machine.
+//
 // A script, not a test: it asserts nothing. Run: npx tsx bench/compare-etcd.ts
-// Options: --duration S (10), --warmup S (2), --json FILE, --only NAME,... , --seed N (random).
+// Options: --duration S (10), --warmup S (2), --rounds N (1), --json FILE, --only NAME,... , --seed N (random).
 
 import { writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, release, type as osType } from 'node:os';
@@ -23,6 +27,8 @@ import {
   buildRow,
   evaluateTargets,
   formatComparison,
+  formatRounds,
+  summarizeRounds,
   WORKLOADS,
   type ComparePair,
 } from './support/compare-table.js';
@@ -35,6 +41,8 @@ const KEYS = 10_000;
 const VALUE_BYTES = 256;
 const LEADER_TIMEOUT_MS = 30_000;
 const PROGRESS_INTERVAL_MS = 1_000;
+/** Limit on --rounds: each round is 12 runs of (warm-up + duration) plus cluster start-ups. */
+const MAX_ROUNDS = 20;
 
 interface CompareWorkload {
   readonly name: string;
@@ -91,6 +99,8 @@ time, then both side by side with ratios and the issue's targets judged PASS or 
 Options:
   --duration S     measured seconds per workload and system (default 10)
   --warmup S       unrecorded seconds before each (default 2)
+  --rounds N       run everything N times, alternating which system goes first, and judge the
+                   targets on the median ratio over the rounds (default 1)
   --only NAMES     comma-separated workloads (${COMPARE_WORKLOADS.map((w) => w.name).join(', ')})
   --json FILE      also write every result as JSON
   --seed N         seed of the key and operation choices (default: random, printed)
@@ -100,6 +110,7 @@ Options:
 const flags = parseScriptFlags('compare-etcd', USAGE, {
   duration: { type: 'string', default: '10' },
   warmup: { type: 'string', default: '2' },
+  rounds: { type: 'string', default: '1' },
   json: { type: 'string' },
   only: { type: 'string' },
   seed: { type: 'string' },
@@ -175,6 +186,8 @@ async function measure(system: 'raftkv' | 'etcd', w: CompareWorkload, workload: 
 async function main(): Promise<void> {
   const durationMs = positiveNumber('duration', flags.duration) * 1000;
   const warmupMs = positiveNumber('warmup', flags.warmup, true) * 1000;
+  const rounds = Number(flags.rounds);
+  if (!Number.isSafeInteger(rounds) || rounds < 1 || rounds > MAX_ROUNDS) throw new Error(`--rounds must be an integer from 1 to ${MAX_ROUNDS}, got '${flags.rounds}'`);
   const seed = flags.seed !== undefined ? Number(flags.seed) : Math.floor(Math.random() * 2 ** 31);
   if (!Number.isSafeInteger(seed)) throw new Error(`--seed must be an integer, got '${flags.seed}'`);
   const selected = selectWorkloads(flags.only);
@@ -188,6 +201,7 @@ async function main(): Promise<void> {
   console.log(`etcd:   ${CLUSTER_SIZE} members, default timings (heartbeat 100 ms, election timeout 1000 ms), default quota, http`);
   console.log(`both on 127.0.0.1 with the load generator; one system runs at a time (a fresh cluster per workload and system)`);
   console.log(`each run: ${warmupMs / 1000} s warm-up, then ${durationMs / 1000} s measured; ${KEYS.toLocaleString('en-US')} keys, ${VALUE_BYTES} B values`);
+  if (rounds > 1) console.log(`${rounds} rounds; odd rounds run raftkv first, even rounds etcd first; the targets are judged on the median ratio`);
   console.log('');
   console.log('Workloads:');
   for (const w of selected) console.log(`- ${w.name}: ${w.description}`);
@@ -199,48 +213,64 @@ async function main(): Promise<void> {
   };
   process.once('SIGINT', onSigint);
 
-  const pairs: ComparePair[] = [];
+  const allRounds: ComparePair[][] = [];
+  const texts: string[] = [];
   try {
-    for (const w of selected) {
-      const common: Partial<WorkloadSpec> = { durationMs, warmupMs, keys: KEYS, valueBytes: VALUE_BYTES, seed };
-      const raftkvSpec = defaultWorkload({ ...common, ...w.spec });
-      const etcdSpec = defaultWorkload({ ...common, ...w.spec, ...w.etcdSpec });
-      const pair: { name: string; note?: string; raftkv?: BenchResult; etcd?: BenchResult } = { name: w.name, ...(w.note !== undefined ? { note: w.note } : {}) };
-      pairs.push(pair);
-      for (const [system, spec] of [['raftkv', raftkvSpec], ['etcd', etcdSpec]] as const) {
-        if (abort.signal.aborted) break;
-        process.stderr.write(`${system} ${w.name}: starting a fresh cluster\n`);
-        try {
-          const res = await measure(system, w, spec, abort.signal);
-          pair[system] = res;
-          console.log('');
-          console.log(`## ${system} ${w.name}`);
-          console.log(formatResult(res));
-        } catch (err) {
+    for (let round = 1; round <= rounds && !abort.signal.aborted; round++) {
+      const pairs: ComparePair[] = [];
+      allRounds.push(pairs);
+      const tag = rounds > 1 ? ` (round ${round} of ${rounds})` : '';
+      const order = round % 2 === 1 ? (['raftkv', 'etcd'] as const) : (['etcd', 'raftkv'] as const);
+      for (const w of selected) {
+        const common: Partial<WorkloadSpec> = { durationMs, warmupMs, keys: KEYS, valueBytes: VALUE_BYTES, seed };
+        const specs = { raftkv: defaultWorkload({ ...common, ...w.spec }), etcd: defaultWorkload({ ...common, ...w.spec, ...w.etcdSpec }) };
+        const pair: { name: string; note?: string; raftkv?: BenchResult; etcd?: BenchResult } = { name: w.name, ...(w.note !== undefined ? { note: w.note } : {}) };
+        pairs.push(pair);
+        for (const system of order) {
           if (abort.signal.aborted) break;
-          console.log('');
-          console.log(`## ${system} ${w.name}: FAILED: ${(err as Error).message}`);
+          process.stderr.write(`${system} ${w.name}${tag}: starting a fresh cluster\n`);
+          try {
+            const res = await measure(system, w, specs[system], abort.signal);
+            pair[system] = res;
+            console.log('');
+            console.log(`## ${system} ${w.name}${tag}`);
+            console.log(formatResult(res));
+          } catch (err) {
+            if (abort.signal.aborted) break;
+            console.log('');
+            console.log(`## ${system} ${w.name}${tag}: FAILED: ${(err as Error).message}`);
+          }
         }
+        if (abort.signal.aborted) break;
       }
-      if (abort.signal.aborted) break;
+      const text = formatComparison(pairs);
+      texts.push(text);
+      console.log('');
+      if (rounds > 1) console.log(`# Round ${round} of ${rounds}\n`);
+      console.log(text);
     }
   } finally {
     process.removeListener('SIGINT', onSigint);
   }
-
-  const text = formatComparison(pairs);
-  console.log('');
-  console.log(text);
+  const summary = allRounds.length > 1 ? formatRounds(allRounds) : undefined;
+  if (summary !== undefined) {
+    console.log('');
+    console.log(summary);
+  }
+  const pairs = allRounds[0] ?? [];
 
   if (flags.json !== undefined) {
     const doc = {
       command: `npx tsx bench/compare-etcd.ts ${args.join(' ')}`.trim(),
       seed,
       machine: { cpu: cpus()[0]?.model, nproc: availableParallelism(), os: `${osType()} ${release()}`, node: process.version, etcd: etcd.version },
+      // The first round at the top level (as with one round); every round under `rounds`.
       results: pairs,
       rows: pairs.map(buildRow),
       targets: evaluateTargets(pairs),
-      text,
+      text: texts[0] ?? '',
+      rounds: allRounds.map((r, k) => ({ results: r, rows: r.map(buildRow), targets: evaluateTargets(r), text: texts[k] ?? '' })),
+      ...(summary !== undefined ? { summary: { targets: summarizeRounds(allRounds), text: summary } } : {}),
     };
     await writeFile(flags.json, JSON.stringify(doc, null, 2) + '\n');
     process.stderr.write(`wrote ${flags.json}\n`);

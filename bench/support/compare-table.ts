@@ -42,12 +42,18 @@ export interface CompareRow {
 
 export type Verdict = 'PASS' | 'MISS' | 'N/A';
 
+/** How a target's ratio is judged: 'atLeast' ratio ≥ limit, 'atMost' ratio ≤ limit, 'above' ratio > limit. */
+export type TargetRule = { readonly how: 'atLeast' | 'atMost' | 'above'; readonly limit: number };
+
 export interface TargetResult {
   readonly id: string;
   readonly description: string;
   readonly verdict: Verdict;
   /** The figures the verdict rests on, or why there are none. */
   readonly detail: string;
+  /** The ratio judged; absent when a figure is missing (verdict N/A). */
+  readonly ratio?: number;
+  readonly rule: TargetRule;
 }
 
 /**
@@ -127,18 +133,27 @@ function judge(
 ): TargetResult {
   const va = metric(a.res, m);
   const vb = metric(b.res, m);
+  const rule: TargetRule = { how, limit };
   const missing = [va === undefined ? a.label : undefined, vb === undefined ? b.label : undefined].filter((x) => x !== undefined);
-  if (missing.length > 0) return { id, description, verdict: 'N/A', detail: `no ${m} figure for ${missing.join(' and ')}` };
+  if (missing.length > 0) return { id, description, verdict: 'N/A', detail: `no ${m} figure for ${missing.join(' and ')}`, rule };
   const r = ratio(va, vb);
-  if (r === undefined) return { id, description, verdict: 'N/A', detail: `${b.label} ${m} is 0` };
-  const pass = how === 'atLeast' ? r >= limit : how === 'atMost' ? r <= limit : r > limit;
-  const op = how === 'atLeast' ? '≥' : how === 'atMost' ? '≤' : '>';
+  if (r === undefined) return { id, description, verdict: 'N/A', detail: `${b.label} ${m} is 0`, rule };
   return {
     id,
     description,
-    verdict: pass ? 'PASS' : 'MISS',
-    detail: `${a.label} ${fmtMetric(va!, m)} vs ${b.label} ${fmtMetric(vb!, m)}: ${fmtRatio(r)} (needs ${op} ${limit.toFixed(1)}×)`,
+    verdict: meets(r, rule) ? 'PASS' : 'MISS',
+    detail: `${a.label} ${fmtMetric(va!, m)} vs ${b.label} ${fmtMetric(vb!, m)}: ${fmtRatio(r)} (needs ${ruleText(rule)})`,
+    ratio: r,
+    rule,
   };
+}
+
+function meets(r: number, rule: TargetRule): boolean {
+  return rule.how === 'atLeast' ? r >= rule.limit : rule.how === 'atMost' ? r <= rule.limit : r > rule.limit;
+}
+
+function ruleText(rule: TargetRule): string {
+  return `${rule.how === 'atLeast' ? '≥' : rule.how === 'atMost' ? '≤' : '>'} ${rule.limit.toFixed(1)}×`;
 }
 
 /** The targets of issue 8, from the pairs (matched by name; see WORKLOADS). */
@@ -268,5 +283,90 @@ export function formatComparison(pairs: readonly ComparePair[]): string {
     '',
     `Targets (issue 8): ${counts('PASS')} PASS, ${counts('MISS')} MISS${counts('N/A') > 0 ? `, ${counts('N/A')} N/A` : ''}`,
     formatTargets(targets),
+  ].join('\n');
+}
+
+// ---- several rounds -----------------------------------------------------------------------------
+//
+// On a shared machine one run of a workload can move by tens of percent, as much as some of the gaps
+// the targets measure. Several rounds (every workload on both systems, again) give each ratio a
+// spread, and the verdict rests on the median ratio instead of on one draw.
+
+/** The middle value (the mean of the two middle ones for an even count); undefined for none. */
+export function median(values: readonly number[]): number | undefined {
+  if (values.length === 0) return undefined;
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid] : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+export interface RoundsTarget {
+  readonly id: string;
+  readonly description: string;
+  /** Each round's ratio, in round order (undefined where that round had no figure). */
+  readonly ratios: readonly (number | undefined)[];
+  readonly median?: number;
+  /** Judged on the median ratio; N/A when no round had a figure. */
+  readonly verdict: Verdict;
+  /** Rounds whose own verdict was PASS. */
+  readonly passedRounds: number;
+  readonly rule: TargetRule;
+}
+
+/** The targets over several rounds of pairs (each round as evaluateTargets takes it). */
+export function summarizeRounds(rounds: readonly (readonly ComparePair[])[]): RoundsTarget[] {
+  const perRound = rounds.map(evaluateTargets);
+  const first = perRound[0] ?? evaluateTargets([]);
+  return first.map((t, k) => {
+    const results = perRound.map((targets) => targets[k]!);
+    const ratios = results.map((x) => x.ratio);
+    const m = median(ratios.filter((r): r is number => r !== undefined));
+    return {
+      id: t.id,
+      description: t.description,
+      ratios,
+      ...(m !== undefined ? { median: m } : {}),
+      verdict: m === undefined ? 'N/A' : meets(m, t.rule) ? 'PASS' : 'MISS',
+      passedRounds: results.filter((x) => x.verdict === 'PASS').length,
+      rule: t.rule,
+    };
+  });
+}
+
+/** Per workload, each ratio's median over the rounds and its range. */
+export function formatRoundsTable(rounds: readonly (readonly ComparePair[])[]): string {
+  const names = [...new Set(rounds.flatMap((pairs) => pairs.map((p) => p.name)))];
+  const cell = (values: readonly (number | undefined)[]): string => {
+    const vs = values.filter((v): v is number => v !== undefined);
+    if (vs.length === 0) return DASH;
+    const m = median(vs)!;
+    return vs.length === 1 ? fmtRatio(m) : `${fmtRatio(m)} (${fmtRatio(Math.min(...vs))}–${fmtRatio(Math.max(...vs))})`;
+  };
+  const body = names.map((name) => {
+    const rows = rounds.map((pairs) => pairs.find((p) => p.name === name)).filter((p) => p !== undefined).map(buildRow);
+    return [name, cell(rows.map((r) => r.opsRatio)), cell(rows.map((r) => r.p50Ratio)), cell(rows.map((r) => r.p99Ratio)), cell(rows.map((r) => r.cpuRatio))];
+  });
+  return markdownTable(['workload', 'ops/s ratio', 'p50 ratio', 'p99 ratio', 'CPU/op ratio'], body);
+}
+
+/** The summary of several rounds: the median-ratio table and the targets judged on the medians. */
+export function formatRounds(rounds: readonly (readonly ComparePair[])[]): string {
+  const targets = summarizeRounds(rounds);
+  const counts = (v: Verdict): number => targets.filter((t) => t.verdict === v).length;
+  const idWidth = Math.max(0, ...targets.map((t) => t.id.length)) + 2;
+  const lines = targets.map((t) => {
+    const each = t.ratios.map(fmtRatio).join(', ');
+    return (
+      `${`(${t.id})`.padEnd(idWidth)} ${t.verdict.padEnd(4)}  ${t.description}\n` +
+      `${' '.repeat(idWidth + 7)}median ${fmtRatio(t.median)} (needs ${ruleText(t.rule)}); rounds ${each}; passed in ${t.passedRounds} of ${rounds.length}`
+    );
+  });
+  return [
+    `Across ${rounds.length} rounds: median ratio (lowest–highest), raftkv ÷ etcd`,
+    '',
+    formatRoundsTable(rounds),
+    '',
+    `Targets (issue 8) on the median of ${rounds.length} rounds: ${counts('PASS')} PASS, ${counts('MISS')} MISS${counts('N/A') > 0 ? `, ${counts('N/A')} N/A` : ''}`,
+    lines.join('\n'),
   ].join('\n');
 }

@@ -9,8 +9,11 @@ import {
   evaluateTargets,
   fmtNum,
   formatComparison,
+  formatRounds,
   markdownTable,
+  median,
   ratio,
+  summarizeRounds,
   WORKLOADS,
   type ComparePair,
   type TargetResult,
@@ -183,5 +186,59 @@ describe('text', () => {
     expect(text).toContain('raftkv put-64: 3 errors (TIMEOUT 3) in 30000 ops');
     expect(text).toContain('Targets (issue 8): 8 PASS, 1 MISS');
     expect(text).toMatch(/^\(1\) {2}MISS {2}put-64 throughput/m);
+  });
+});
+
+describe('several rounds', () => {
+  /** passingPairs with raftkv's put-64 throughput set (etcd's stays 10,000 ops/s). */
+  function roundWithPut64(opsPerSec: number): ComparePair[] {
+    const pairs = passingPairs();
+    pairs[0] = { name: WORKLOADS.put64, raftkv: result('raftkv', { opsPerSec, cpuUsPerOp: 80 }), etcd: result('etcd', { opsPerSec: 10_000, cpuUsPerOp: 100 }) };
+    return pairs;
+  }
+
+  it('takes the median: the middle value, or the mean of the two middle ones', () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 3, 2])).toBe(2.5);
+    expect(median([])).toBeUndefined();
+  });
+
+  it('judges each target on the median ratio and counts the rounds that passed', () => {
+    // put-64 ratios 0.9, 1.2, 1.05: one round misses, the median (1.05) passes.
+    const summary = summarizeRounds([roundWithPut64(9_000), roundWithPut64(12_000), roundWithPut64(10_500)]);
+    const t1 = summary.find((t) => t.id === '1')!;
+    expect(t1.ratios.map((r) => r?.toFixed(2))).toEqual(['0.90', '1.20', '1.05']);
+    expect(t1.median).toBeCloseTo(1.05, 10);
+    expect(t1.verdict).toBe('PASS');
+    expect(t1.passedRounds).toBe(2);
+    // 0.8, 0.95, 1.1: the median misses although one round passed.
+    const t1b = summarizeRounds([roundWithPut64(8_000), roundWithPut64(9_500), roundWithPut64(11_000)]).find((t) => t.id === '1')!;
+    expect(t1b.verdict).toBe('MISS');
+    expect(t1b.passedRounds).toBe(1);
+  });
+
+  it('says N/A only when no round had the figure, and uses the rounds that did', () => {
+    const withoutPut1 = passingPairs().filter((p) => p.name !== WORKLOADS.put1);
+    const slow = passingPairs();
+    slow[1] = {
+      name: WORKLOADS.put1,
+      raftkv: result('raftkv', { opsPerSec: 400, p50Us: 3_000, cpuUsPerOp: 300 }),
+      etcd: result('etcd', { opsPerSec: 450, p50Us: 2_000, cpuUsPerOp: 400 }),
+    };
+    const t2 = summarizeRounds([withoutPut1, slow]).find((t) => t.id === '2')!;
+    expect(t2.ratios).toEqual([undefined, 1.5]);
+    expect(t2.median).toBe(1.5);
+    expect(t2.verdict).toBe('MISS');
+    const none = summarizeRounds([withoutPut1, withoutPut1]).find((t) => t.id === '2')!;
+    expect(none.verdict).toBe('N/A');
+    expect(none.median).toBeUndefined();
+  });
+
+  it('prints the median ratios with their range and the targets on the medians', () => {
+    const text = formatRounds([roundWithPut64(9_000), roundWithPut64(12_000), roundWithPut64(10_500)]);
+    expect(text).toContain('Across 3 rounds');
+    expect(text).toMatch(/\| put-64 +\| 1\.05× \(0\.90×–1\.20×\) \|/);
+    expect(text).toContain('Targets (issue 8) on the median of 3 rounds: 9 PASS, 0 MISS');
+    expect(text).toContain('median 1.05× (needs ≥ 1.0×); rounds 0.90×, 1.20×, 1.05×; passed in 2 of 3');
   });
 });
