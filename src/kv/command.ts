@@ -18,8 +18,8 @@
 //   (record: u64 createIndex, u64 modIndex, u64 version, bytes value)
 
 import { RaftKvError } from '../errors.js';
-import { DecodeError, Reader, Writer } from '../storage/bytes.js';
-import { readRecord, writeRecord, type KvRecord } from './record.js';
+import { DecodeError, Reader, utf8, Writer } from '../storage/bytes.js';
+import { readRecord, writeRecord, writtenRecordBytes, type KvRecord } from './record.js';
 
 export const COMMAND_CODEC_VERSION = 1;
 
@@ -119,10 +119,26 @@ const CMP_ABSENT = 3;
 
 /** Encodes a command for a Raft entry. Throws RangeError on out-of-range numbers (a caller bug). */
 export function encodeCommand(c: Command): Uint8Array {
-  const w = new Writer(64 + c.key.length + (c.op === 'delete' ? 0 : c.value.length));
+  const clientId = utf8(c.clientId ?? '');
+  // The exact size, so the Writer never grows and finish() does not copy: version, op,
+  // proposedAtMs, clientId, seq, key, then the op's fields.
+  let size = 1 + 1 + 8 + 4 + clientId.length + 8 + 4 + c.key.length;
+  switch (c.op) {
+    case 'put':
+      size += 4 + c.value.length;
+      break;
+    case 'delete':
+      break;
+    case 'cas':
+      size += 1 + 4 + c.value.length;
+      if (c.compare.kind === 'value') size += 4 + c.compare.value.length;
+      else if (c.compare.kind === 'modIndex') size += 8;
+      break;
+  }
+  const w = new Writer(size);
   const op = c.op === 'put' ? OP_PUT : c.op === 'delete' ? OP_DELETE : OP_CAS;
   w.u8(COMMAND_CODEC_VERSION).u8(op).u64(c.proposedAtMs, 'proposedAtMs');
-  w.string(c.clientId ?? '').u64(c.seq ?? 0, 'seq').bytes(c.key);
+  w.bytes(clientId).u64(c.seq ?? 0, 'seq').bytes(c.key);
   switch (c.op) {
     case 'put':
       w.bytes(c.value);
@@ -195,7 +211,10 @@ export function decodeCommand(b: Uint8Array): Command {
 
 /** Encodes a write result (for the session table). */
 export function encodeResult(res: WriteResult): Uint8Array {
-  const w = new Writer(64);
+  // The exact size, so the Writer never grows and finish() does not copy: kind, index, the bool(s),
+  // the record if present.
+  const rec = res.kind === 'cas' ? res.current : res.prev;
+  const w = new Writer(1 + 8 + (res.kind === 'put' ? 1 : 2) + (rec !== undefined ? writtenRecordBytes(rec) : 0));
   switch (res.kind) {
     case 'put':
       w.u8(OP_PUT).u64(res.index, 'index');

@@ -39,6 +39,11 @@ function checked(rec: KvRecord): KvRecord {
   return rec;
 }
 
+/** The bytes writeRecord writes for `r`: three u64, a u32 length, the value. */
+export function writtenRecordBytes(r: KvRecord): number {
+  return 28 + r.value.length;
+}
+
 /** As a length-prefixed field inside a larger value (apply results). */
 export function writeRecord(w: Writer, r: KvRecord): void {
   w.u64(r.createIndex, 'createIndex').u64(r.modIndex, 'modIndex').u64(r.version, 'version').bytes(r.value);

@@ -80,26 +80,39 @@ function checkU64(n: number, what: string): void {
   if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`${what} must be a non-negative safe integer, got ${n}`);
 }
 
-/** Writes big-endian fields into a growing buffer. Writing an out-of-range number is a bug: it throws. */
+/**
+ * Writes big-endian fields into a buffer that grows when needed. Writing an out-of-range number is a
+ * bug: it throws. Size it exactly where the caller can (the sum of the fields below): then it never
+ * grows and finish() hands out its buffer without a copy. A Writer is single-use: any write, or a
+ * second finish(), after finish() throws.
+ */
 export class Writer {
   private buf: Uint8Array;
-  private view: DataView;
   private at = 0;
+  private finished = false;
 
   constructor(initialBytes = 64) {
     this.buf = new Uint8Array(initialBytes);
-    this.view = new DataView(this.buf.buffer);
   }
 
   private reserve(n: number): void {
+    if (this.finished) throw new Error('Writer: write after finish() (a Writer is single-use)');
     const need = this.at + n;
     if (need <= this.buf.length) return;
-    let size = this.buf.length * 2;
+    let size = Math.max(this.buf.length * 2, 1);
     while (size < need) size *= 2;
     const next = new Uint8Array(size);
     next.set(this.buf.subarray(0, this.at));
     this.buf = next;
-    this.view = new DataView(next.buffer);
+  }
+
+  /** Stores n (0 <= n < 2**32, already checked) big-endian at `at`; room is already reserved. */
+  private put32(at: number, n: number): void {
+    const b = this.buf;
+    b[at] = n >>> 24;
+    b[at + 1] = n >>> 16;
+    b[at + 2] = n >>> 8;
+    b[at + 3] = n;
   }
 
   u8(n: number): this {
@@ -112,7 +125,7 @@ export class Writer {
   u32(n: number): this {
     if (!Number.isInteger(n) || n < 0 || n >= TWO_POW_32) throw new RangeError(`u32 out of range: ${n}`);
     this.reserve(4);
-    this.view.setUint32(this.at, n);
+    this.put32(this.at, n);
     this.at += 4;
     return this;
   }
@@ -121,8 +134,9 @@ export class Writer {
   u64(n: number, what = 'u64'): this {
     checkU64(n, what);
     this.reserve(8);
-    this.view.setUint32(this.at, Math.floor(n / TWO_POW_32));
-    this.view.setUint32(this.at + 4, n % TWO_POW_32);
+    // Exact for a safe integer: hi < 2**21, and n >>> 0 is n mod 2**32.
+    this.put32(this.at, Math.floor(n / TWO_POW_32));
+    this.put32(this.at + 4, n >>> 0);
     this.at += 8;
     return this;
   }
@@ -148,25 +162,34 @@ export class Writer {
     return this.bytes(utf8(s));
   }
 
-  /** The bytes written so far (a copy trimmed to size, safe to keep). */
+  /**
+   * The bytes written, safe to keep: the buffer itself when the writer filled it exactly (no copy;
+   * the Writer cannot touch it again), else a copy trimmed to size. Ends the Writer.
+   */
   finish(): Uint8Array {
-    return this.buf.slice(0, this.at);
+    if (this.finished) throw new Error('Writer: finish() called twice (a Writer is single-use)');
+    this.finished = true;
+    return this.at === this.buf.length ? this.buf : this.buf.slice(0, this.at);
   }
 }
 
 /** Reads what Writer wrote; every method throws DecodeError instead of reading past the end. */
 export class Reader {
   private readonly buf: Uint8Array;
-  private readonly view: DataView;
   private at = 0;
 
   constructor(buf: Uint8Array) {
     this.buf = asView(buf);
-    this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
   }
 
   get remaining(): number {
     return this.buf.length - this.at;
+  }
+
+  /** The u32 big-endian at `at` (bounds already checked). */
+  private get32(at: number): number {
+    const b = this.buf;
+    return (((b[at] as number) << 24) | ((b[at + 1] as number) << 16) | ((b[at + 2] as number) << 8) | (b[at + 3] as number)) >>> 0;
   }
 
   private need(n: number, what: string): void {
@@ -182,7 +205,7 @@ export class Reader {
 
   u32(what = 'u32'): number {
     this.need(4, what);
-    const n = this.view.getUint32(this.at);
+    const n = this.get32(this.at);
     this.at += 4;
     return n;
   }
@@ -190,8 +213,8 @@ export class Reader {
   /** 8 bytes big-endian; throws unless the value is a safe integer. */
   u64(what = 'u64'): number {
     this.need(8, what);
-    const hi = this.view.getUint32(this.at);
-    const lo = this.view.getUint32(this.at + 4);
+    const hi = this.get32(this.at);
+    const lo = this.get32(this.at + 4);
     const n = hi * TWO_POW_32 + lo;
     if (!Number.isSafeInteger(n)) throw new DecodeError(`${what} is not a safe integer (high word ${hi})`);
     this.at += 8;

@@ -81,7 +81,12 @@ export const STATE_GEN_PREFIX_BYTES = 5;
 function stateKey(gen: number, kind: number, rest: Uint8Array): Uint8Array {
   const k = new Uint8Array(STATE_GEN_PREFIX_BYTES + 1 + rest.length);
   k[0] = PREFIX_STATE;
-  new DataView(k.buffer).setUint32(1, checkGeneration(gen));
+  // Byte stores, not a DataView: asking a small typed array for its .buffer makes V8 move it off-heap.
+  const g = checkGeneration(gen);
+  k[1] = g >>> 24;
+  k[2] = (g >>> 16) & 0xff;
+  k[3] = (g >>> 8) & 0xff;
+  k[4] = g & 0xff;
   k[STATE_GEN_PREFIX_BYTES] = kind;
   k.set(rest, STATE_GEN_PREFIX_BYTES + 1);
   return k;

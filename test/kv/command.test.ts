@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { RaftKvError } from '../../src/errors.js';
 import {
   decodeCommand,
@@ -90,6 +90,31 @@ describe('command codec', () => {
     expect(rejected).toBe(500);
   });
 
+  it('encodes commands byte for byte as before', () => {
+    // Expected bytes produced by the previous encoder (64 + key + value bytes, trimmed), kept as a fixture.
+    const cases: [Command, string][] = [
+      [{ op: 'put', key: enc('a'), value: enc('1'), proposedAtMs: 1_700_000_000_000 }, '01010000018bcfe5680000000000000000000000000000000001610000000131'],
+      [{ op: 'delete', key: enc('a/b'), proposedAtMs: 5, clientId: 'cli-é', seq: 2 ** 40 }, '0102000000000000000500000006636c692dc3a9000001000000000000000003612f62'],
+      [
+        { op: 'cas', key: enc('k'), compare: { kind: 'value', value: enc('old') }, value: enc('new'), proposedAtMs: 9 },
+        '01030000000000000009000000000000000000000000000000016b01000000036f6c64000000036e6577',
+      ],
+      [
+        { op: 'cas', key: enc('k'), compare: { kind: 'modIndex', modIndex: Number.MAX_SAFE_INTEGER }, value: enc('v'), proposedAtMs: 9 },
+        '01030000000000000009000000000000000000000000000000016b02001fffffffffffff0000000176',
+      ],
+      [
+        { op: 'cas', key: enc('k'), compare: { kind: 'absent' }, value: enc('v'), proposedAtMs: 9, clientId: 'c', seq: 3 },
+        '0103000000000000000900000001630000000000000003000000016b030000000176',
+      ],
+    ];
+    for (const [c, hex] of cases) {
+      const b = encodeCommand(c);
+      expect(Buffer.from(b).toString('hex')).toBe(hex);
+      expect(b.buffer.byteLength).toBe(b.length);
+    }
+  });
+
   it('refuses to encode numbers it could not decode', () => {
     expect(() => encodeCommand({ op: 'delete', key: enc('k'), proposedAtMs: -1 })).toThrow(RangeError);
     expect(() => encodeCommand({ op: 'delete', key: enc('k'), proposedAtMs: 0, seq: 2 ** 53 })).toThrow(RangeError);
@@ -109,6 +134,48 @@ describe('result codec', () => {
 
   it.each(results.map((r) => [r.kind, r] as const))('round-trips a %s result', (_kind, r) => {
     expect(decodeResult(encodeResult(r))).toEqual(r);
+  });
+
+  it('encodes results byte for byte as before, at exactly their size', () => {
+    // Expected bytes produced by the previous encoder (a Writer(64) that grew), kept as a fixture.
+    const r = { value: enc('v'), createIndex: 2, modIndex: 2 ** 40 + 5, version: 3 };
+    const recHex = '0000000000000002' + '0000010000000005' + '0000000000000003' + '00000001' + '76';
+    const cases: [WriteResult, string][] = [
+      [{ kind: 'put', index: 7 }, '01' + '0000000000000007' + '00'],
+      [{ kind: 'put', index: 2 ** 32, prev: r }, '01' + '0000000100000000' + '01' + recHex],
+      [{ kind: 'delete', index: 8, deleted: false }, '02' + '0000000000000008' + '00' + '00'],
+      [{ kind: 'delete', index: 8, deleted: true, prev: r }, '02' + '0000000000000008' + '01' + '01' + recHex],
+      [{ kind: 'cas', index: 9, succeeded: true, current: r }, '03' + '0000000000000009' + '01' + '01' + recHex],
+      [{ kind: 'cas', index: Number.MAX_SAFE_INTEGER, succeeded: false }, '03' + '001fffffffffffff' + '00' + '00'],
+      [{ kind: 'cas', index: 9, succeeded: false, current: r }, '03' + '0000000000000009' + '00' + '01' + recHex],
+    ];
+    for (const [res, hex] of cases) {
+      const b = encodeResult(res);
+      expect(Buffer.from(b).toString('hex')).toBe(hex);
+      expect(b.buffer.byteLength).toBe(b.length);
+      expect(decodeResult(b)).toEqual(res);
+    }
+    // A put that replaced a 256-byte value: 1 kind + 8 index + 1 flag + 28 record fields + 256.
+    const big = { value: new Uint8Array(256).map((_, i) => i), createIndex: 1, modIndex: 2, version: 2 };
+    const b = encodeResult({ kind: 'put', index: 3, prev: big });
+    expect(b.length).toBe(1 + 8 + 1 + 28 + 256);
+    expect(decodeResult(b)).toEqual({ kind: 'put', index: 3, prev: big });
+  });
+
+  it('sizes its Writer exactly: no regrowth, no trimming copy', () => {
+    const big = { value: new Uint8Array(256), createIndex: 1, modIndex: 2, version: 2 };
+    const slice = vi.spyOn(Uint8Array.prototype, 'slice');
+    const set = vi.spyOn(Uint8Array.prototype, 'set');
+    try {
+      for (const r of [...results, { kind: 'put', index: 3, prev: big } as const]) encodeResult(r);
+      for (const c of commands) encodeCommand(c);
+      expect(slice).not.toHaveBeenCalled();
+      // Only the raw() copies of values and keys, never a regrowth copy of the buffer so far.
+      for (const call of set.mock.calls) expect(call[1]).toBeGreaterThan(0);
+    } finally {
+      slice.mockRestore();
+      set.mockRestore();
+    }
   });
 
   it('rejects malformed results', () => {
