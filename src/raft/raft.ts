@@ -734,7 +734,8 @@ export class Raft {
   /** §5.3: the consistency check, then append, then acknowledge (after persisting). */
   private onAppend(m: AppendRequest): void {
     const reply = (index: number, reject: boolean, hint?: AppendResponse['hint']): void => {
-      if (!reject && m.noReply === true) return;
+      // Only a commit-only append goes unanswered: entries are always acknowledged.
+      if (!reject && m.noReply === true && m.entries.length === 0) return;
       const resp: AppendResponse = { type: 'AppResp', from: this.id, to: m.from, term: this._term, index, reject };
       this.send(hint ? { ...resp, hint } : resp);
     };

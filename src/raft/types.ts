@@ -88,6 +88,7 @@ export interface AppendRequest extends MessageBase {
    * it is replicating to (not probing): a success is not acknowledged. The acknowledgements of the
    * entries already report the follower's match, and heartbeats keep it counted as active; a rejection
    * is still answered, so a lost append is found as before. One message per write per follower less.
+   * Never set on an append with entries (the codec refuses one, and a follower acknowledges it anyway).
    */
   readonly noReply?: true;
 }

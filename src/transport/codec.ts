@@ -12,7 +12,8 @@
 //     3 PreVoteResp, 4 VoteResp granted:u8 (0 | 1)
 //     5 App                     prevIndex:varint  prevTerm:varint  commit:varint
 //                               entryCount:varint  entry{entryCount}
-//    11 App, noReply set        the body of 5 (a commit-only append the follower does not answer)
+//    11 App, noReply set        the body of 5 with entryCount 0 (a commit-only append the follower
+//                               does not answer)
 //     6 AppResp                 index:varint  flags:u8 (bit 0 reject, bit 1 hint present)
 //                               [conflictTerm:varint  conflictIndex:varint]   when bit 1 is set
 //     7 Heartbeat               commit:varint  context:varint
@@ -179,6 +180,9 @@ function writeVarint(buf: Uint8Array, pos: number, v: number): number {
 
 function writeMessage(buf: Uint8Array, pos: number, m: Message): number {
   if (m.type === 'Snap') snapNotEncodable();
+  if (m.type === 'App' && m.noReply === true && m.entries.length > 0) {
+    throw new RangeError(`codec: an App with noReply may carry no entries, got ${m.entries.length}`);
+  }
   buf[pos++] = m.type === 'App' && m.noReply === true ? TAG_APP_NO_REPLY : TAG_BY_TYPE[m.type];
   pos = writeVarint(buf, pos, m.from);
   pos = writeVarint(buf, pos, m.to);
@@ -356,7 +360,9 @@ function readMessage(r: Reader): WireMessage {
       const prevIndex = r.varint('prevIndex');
       const prevTerm = r.varint('prevTerm');
       const commit = r.varint('commit');
+      const countAt = r.pos;
       const n = r.count('entry count', MIN_ENTRY_BYTES);
+      if (tag === TAG_APP_NO_REPLY && n > 0) r.fail(`an App with noReply carries ${n} entries (it may carry none)`, countAt);
       const entries: Entry[] = new Array<Entry>(n);
       for (let i = 0; i < n; i++) entries[i] = readEntry(r);
       const m = { type: 'App', from, to, term, prevIndex, prevTerm, commit, entries } as const;

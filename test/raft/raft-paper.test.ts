@@ -115,6 +115,23 @@ describe('§5.3 log replication', () => {
     for (const id of [1, 2, 3]) expect(h.node(id).commitIndex).toBe(2);
   });
 
+  it('a lost acknowledgement is made up by the next heartbeat, with an append that asks for a reply', () => {
+    const h = new Harness([1, 2, 3]);
+    h.elect(1);
+    h.node(1).propose(bytes('a'));
+    // Node 3's acknowledgement of entry 2 is lost; node 2's commits it.
+    h.deliverAll((m) => !(m.type === 'AppResp' && m.from === 3));
+    expect(h.node(1).commitIndex).toBe(2);
+    expect(h.node(3).commitIndex).toBe(2);
+    expect(h.node(1).status().progress?.get(3)?.match).toBe(1);
+    h.sent.length = 0;
+    h.tick(2);
+    const repair = h.sent.filter((m): m is AppendRequest => m.type === 'App' && m.to === 3);
+    expect(repair.length).toBeGreaterThan(0);
+    for (const m of repair) expect(m.noReply).toBeUndefined();
+    expect(h.node(1).status().progress?.get(3)?.match).toBe(2);
+  });
+
   it('a follower still answers a noReply append it rejects, and one from a stale term', () => {
     const h = new Harness([1, 2], { 2: { log: [1, 1, 2, 2] } });
     const f = h.node(2);
@@ -127,6 +144,11 @@ describe('§5.3 log replication', () => {
     f.step({ type: 'App', from: 1, to: 2, term: 3, prevIndex: 9, prevTerm: 3, entries: [], commit: 3, noReply: true });
     h.flush();
     expect(h.queue.pop()).toMatchObject({ type: 'AppResp', reject: true, index: 9, hint: { conflictTerm: 0, conflictIndex: 5 } });
+    // An append with entries is acknowledged even if it says noReply (the leader never sends one).
+    const entry = { index: 5, term: 3, type: 'normal' as const, data: bytes('x') };
+    f.step({ type: 'App', from: 1, to: 2, term: 3, prevIndex: 4, prevTerm: 2, entries: [entry], commit: 3, noReply: true });
+    h.flush();
+    expect(h.queue.pop()).toMatchObject({ type: 'AppResp', reject: false, index: 5 });
     // A stale leader hears the newer term.
     f.step({ type: 'App', from: 1, to: 2, term: 1, prevIndex: 4, prevTerm: 2, entries: [], commit: 3, noReply: true });
     h.flush();

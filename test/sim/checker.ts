@@ -510,6 +510,9 @@ export class SafetyChecker {
 
   /** Log matching over the entries an append carries, chained from its (prevIndex, prevTerm). */
   private checkAppend(node: NodeId, m: AppendRequest): void {
+    if (m.noReply === true && m.entries.length > 0) {
+      throw new SafetyViolation('persistence-contract', `node ${node} sent App to ${m.to} with ${m.entries.length} entries and noReply: they would never be acknowledged`, { nodes: [node] });
+    }
     if (m.entries.length > 0) this.checkChain(node, m.prevIndex, m.prevTerm, m.entries, `App to ${m.to}`);
   }
 

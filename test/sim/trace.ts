@@ -127,7 +127,7 @@ export function formatMessage(m: Message): string {
       const first = m.entries[0];
       const last = m.entries[m.entries.length - 1];
       const range = first && last ? ` entries=${first.index}..${last.index}(term ${last.term})` : ' entries=none';
-      return `${head} prev=${m.prevIndex}/${m.prevTerm}${range} commit=${m.commit}`;
+      return `${head} prev=${m.prevIndex}/${m.prevTerm}${range} commit=${m.commit}${m.noReply === true ? ' noReply' : ''}`;
     }
     case 'AppResp':
       return m.reject

@@ -70,7 +70,7 @@ function message(rng: SeededRng): WireMessage {
         entries.push({ index: uint(rng), term: uint(rng), type: rng.int(5) === 0 ? 'noop' : 'normal', data: data(rng) });
       }
       const m = { ...base, type, prevIndex: uint(rng), prevTerm: uint(rng), commit: uint(rng), entries };
-      return rng.int(4) === 0 ? { ...m, noReply: true } : m;
+      return entries.length === 0 && rng.int(2) === 0 ? { ...m, noReply: true } : m;
     }
     case 'AppResp': {
       const reject = rng.int(2) === 1;
@@ -167,6 +167,12 @@ describe('codec round trip', () => {
     const [b] = decodeBatch(noReplyFrame);
     expect(a).not.toHaveProperty('noReply');
     expect(b).toEqual({ ...base, noReply: true });
+    // With entries it is neither encoded nor decoded: entries are always acknowledged.
+    const entry = { index: 10, term: 3, type: 'normal' as const, data: Uint8Array.from([1]) };
+    expect(() => encodeBatch([{ ...base, entries: [entry], noReply: true }])).toThrow(/noReply may carry no entries/);
+    const withEntry = encodeBatch([{ ...base, entries: [entry] }]);
+    withEntry[2] = 11;
+    expectMalformed(withEntry, /an App with noReply carries 1 entries/);
   });
 
   it('keeps an AppResp hint only when one was sent', () => {
