@@ -245,9 +245,16 @@ export function formatCompareTable(rows: readonly CompareRow[]): string {
   return markdownTable(header, body);
 }
 
-export function formatTargets(targets: readonly TargetResult[]): string {
+/** One verdict per target, its figures on the line below (one run's, or the rounds' summary). */
+export function formatTargets(targets: readonly Pick<TargetResult, 'id' | 'verdict' | 'description' | 'detail'>[]): string {
   const idWidth = Math.max(0, ...targets.map((t) => t.id.length)) + 2;
   return targets.map((t) => `${`(${t.id})`.padEnd(idWidth)} ${t.verdict.padEnd(4)}  ${t.description}\n${' '.repeat(idWidth + 7)}${t.detail}`).join('\n');
+}
+
+/** "3 PASS, 6 MISS" (and N/A when any). */
+function verdictCounts(targets: readonly { readonly verdict: Verdict }[]): string {
+  const counts = (v: Verdict): number => targets.filter((t) => t.verdict === v).length;
+  return `${counts('PASS')} PASS, ${counts('MISS')} MISS${counts('N/A') > 0 ? `, ${counts('N/A')} N/A` : ''}`;
 }
 
 /** Errors of each run, one line per run that had any. */
@@ -272,7 +279,6 @@ export function formatComparison(pairs: readonly ComparePair[]): string {
   const notes = pairs.filter((p) => p.note !== undefined).map((p) => `- ${p.name}: ${p.note}`);
   const errors = formatErrors(pairs);
   const targets = evaluateTargets(pairs);
-  const counts = (v: Verdict): number => targets.filter((t) => t.verdict === v).length;
   return [
     'Side by side (ratio = raftkv ÷ etcd: above 1× is better for ops/s, below 1× is better for latency and CPU)',
     '',
@@ -281,7 +287,7 @@ export function formatComparison(pairs: readonly ComparePair[]): string {
     '',
     errors.length > 0 ? `Errors:\n${errors.map((e) => `- ${e}`).join('\n')}` : 'Errors: none',
     '',
-    `Targets (issue 8): ${counts('PASS')} PASS, ${counts('MISS')} MISS${counts('N/A') > 0 ? `, ${counts('N/A')} N/A` : ''}`,
+    `Targets (issue 8): ${verdictCounts(targets)}`,
     formatTargets(targets),
   ].join('\n');
 }
@@ -352,21 +358,16 @@ export function formatRoundsTable(rounds: readonly (readonly ComparePair[])[]): 
 /** The summary of several rounds: the median-ratio table and the targets judged on the medians. */
 export function formatRounds(rounds: readonly (readonly ComparePair[])[]): string {
   const targets = summarizeRounds(rounds);
-  const counts = (v: Verdict): number => targets.filter((t) => t.verdict === v).length;
-  const idWidth = Math.max(0, ...targets.map((t) => t.id.length)) + 2;
-  const lines = targets.map((t) => {
-    const each = t.ratios.map(fmtRatio).join(', ');
-    return (
-      `${`(${t.id})`.padEnd(idWidth)} ${t.verdict.padEnd(4)}  ${t.description}\n` +
-      `${' '.repeat(idWidth + 7)}median ${fmtRatio(t.median)} (needs ${ruleText(t.rule)}); rounds ${each}; passed in ${t.passedRounds} of ${rounds.length}`
-    );
-  });
+  const lines = targets.map((t) => ({
+    ...t,
+    detail: `median ${fmtRatio(t.median)} (needs ${ruleText(t.rule)}); rounds ${t.ratios.map(fmtRatio).join(', ')}; passed in ${t.passedRounds} of ${rounds.length}`,
+  }));
   return [
     `Across ${rounds.length} rounds: median ratio (lowest–highest), raftkv ÷ etcd`,
     '',
     formatRoundsTable(rounds),
     '',
-    `Targets (issue 8) on the median of ${rounds.length} rounds: ${counts('PASS')} PASS, ${counts('MISS')} MISS${counts('N/A') > 0 ? `, ${counts('N/A')} N/A` : ''}`,
-    lines.join('\n'),
+    `Targets (issue 8) on the median of ${rounds.length} rounds: ${verdictCounts(targets)}`,
+    formatTargets(lines),
   ].join('\n');
 }
