@@ -3,12 +3,14 @@
 // throws a RaftKvError('INVALID_ARGUMENT') on malformed input.
 //
 // Command encoding:
-//   u8 COMMAND_CODEC_VERSION, u8 op (1 put, 2 delete, 3 cas), u64 proposedAtMs,
-//   str clientId, u64 seq, bytes key, then per op:
+//   u8 COMMAND_CODEC_VERSION, u8 op (1 put, 2 delete, 3 cas), u8 flags (version 2 on; bit 0: prevKv,
+//   other bits zero), u64 proposedAtMs, str clientId, u64 seq, bytes key, then per op:
 //     put:    bytes value
 //     delete: (nothing)
 //     cas:    u8 compare (1 value equals: bytes; 2 modIndex equals: u64; 3 key absent), bytes value
 //   (str and bytes are a u32 length, then the bytes; u64 is 8 bytes big-endian, a safe integer)
+// Version 1 (no flags byte) is still read, from logs written before version 2: its puts and deletes
+// decode with prevKv set, since their results always kept the previous record.
 //
 // Result encoding (kept in the session table, to answer a retried command with its first result):
 //   u8 kind (1 put, 2 delete, 3 cas), u64 index, then per kind:
@@ -21,7 +23,10 @@ import { RaftKvError } from '../errors.js';
 import { DecodeError, Reader, utf8, Writer } from '../storage/bytes.js';
 import { readRecord, writeRecord, writtenRecordBytes, type KvRecord } from './record.js';
 
-export const COMMAND_CODEC_VERSION = 1;
+export const COMMAND_CODEC_VERSION = 2;
+/** The version before the flags byte; still decoded. */
+const COMMAND_CODEC_VERSION_1 = 1;
+const FLAG_PREV_KV = 1;
 
 /** What a compare-and-swap checks before it writes. */
 export type Compare =
@@ -48,10 +53,17 @@ interface CommandBase {
 export interface PutCommand extends CommandBase {
   readonly op: 'put';
   readonly value: Uint8Array;
+  /**
+   * The client asked for the record the put replaces. Only then does the result carry it, and only
+   * then does the session table keep it (a retry asks the same), so a plain put stores no copy.
+   */
+  readonly prevKv?: boolean;
 }
 
 export interface DeleteCommand extends CommandBase {
   readonly op: 'delete';
+  /** As PutCommand.prevKv, for the record removed. */
+  readonly prevKv?: boolean;
 }
 
 export interface CasCommand extends CommandBase {
@@ -67,7 +79,7 @@ export type Command = PutCommand | DeleteCommand | CasCommand;
 export interface PutResult {
   readonly kind: 'put';
   readonly index: number;
-  /** The record the put replaced, if the key existed. */
+  /** The record the put replaced, if the key existed and the command asked for it (prevKv). */
   readonly prev?: KvRecord;
   /** Set when this is the stored result of an earlier apply of the same clientId+seq. */
   readonly duplicate?: true;
@@ -77,7 +89,7 @@ export interface DeleteResult {
   readonly kind: 'delete';
   readonly index: number;
   readonly deleted: boolean;
-  /** The record removed, if the key existed. */
+  /** The record removed, if the key existed and the command asked for it (prevKv). */
   readonly prev?: KvRecord;
   readonly duplicate?: true;
 }
@@ -120,9 +132,9 @@ const CMP_ABSENT = 3;
 /** Encodes a command for a Raft entry. Throws RangeError on out-of-range numbers (a caller bug). */
 export function encodeCommand(c: Command): Uint8Array {
   const clientId = utf8(c.clientId ?? '');
-  // The exact size, so the Writer never grows and finish() does not copy: version, op,
+  // The exact size, so the Writer never grows and finish() does not copy: version, op, flags,
   // proposedAtMs, clientId, seq, key, then the op's fields.
-  let size = 1 + 1 + 8 + 4 + clientId.length + 8 + 4 + c.key.length;
+  let size = 1 + 1 + 1 + 8 + 4 + clientId.length + 8 + 4 + c.key.length;
   switch (c.op) {
     case 'put':
       size += 4 + c.value.length;
@@ -137,7 +149,8 @@ export function encodeCommand(c: Command): Uint8Array {
   }
   const w = new Writer(size);
   const op = c.op === 'put' ? OP_PUT : c.op === 'delete' ? OP_DELETE : OP_CAS;
-  w.u8(COMMAND_CODEC_VERSION).u8(op).u64(c.proposedAtMs, 'proposedAtMs');
+  const flags = c.op !== 'cas' && c.prevKv === true ? FLAG_PREV_KV : 0;
+  w.u8(COMMAND_CODEC_VERSION).u8(op).u8(flags).u64(c.proposedAtMs, 'proposedAtMs');
   w.bytes(clientId).u64(c.seq ?? 0, 'seq').bytes(c.key);
   switch (c.op) {
     case 'put':
@@ -168,8 +181,15 @@ export function decodeCommand(b: Uint8Array): Command {
   try {
     const r = new Reader(b);
     const version = r.u8('codec version');
-    if (version !== COMMAND_CODEC_VERSION) throw new DecodeError(`unknown command codec version ${version}`);
+    if (version !== COMMAND_CODEC_VERSION && version !== COMMAND_CODEC_VERSION_1) {
+      throw new DecodeError(`unknown command codec version ${version}`);
+    }
     const op = r.u8('op');
+    // Version 1 kept the previous record in every put's and delete's result.
+    const flags = version !== COMMAND_CODEC_VERSION_1 ? r.u8('flags') : op === OP_CAS ? 0 : FLAG_PREV_KV;
+    if ((flags & ~FLAG_PREV_KV) !== 0) throw new DecodeError(`unknown command flags ${flags}`);
+    if (op === OP_CAS && flags !== 0) throw new DecodeError(`flags ${flags} on a cas command`);
+    const prevKv = (flags & FLAG_PREV_KV) !== 0;
     const proposedAtMs = r.u64('proposedAtMs');
     const clientId = r.string('clientId');
     const seq = r.u64('seq');
@@ -183,10 +203,10 @@ export function decodeCommand(b: Uint8Array): Command {
     let c: Command;
     switch (op) {
       case OP_PUT:
-        c = { op: 'put', ...base, value: r.bytes('value') };
+        c = { op: 'put', ...base, value: r.bytes('value'), ...(prevKv ? { prevKv } : {}) };
         break;
       case OP_DELETE:
-        c = { op: 'delete', ...base };
+        c = { op: 'delete', ...base, ...(prevKv ? { prevKv } : {}) };
         break;
       case OP_CAS: {
         const kind = r.u8('compare kind');

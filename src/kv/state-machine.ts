@@ -450,11 +450,11 @@ export class KvStateMachine {
     switch (cmd.op) {
       case 'put':
         write(cmd.value);
-        return current === undefined ? { kind: 'put', index } : { kind: 'put', index, prev: current };
+        return current === undefined || cmd.prevKv !== true ? { kind: 'put', index } : { kind: 'put', index, prev: current };
       case 'delete':
         if (current === undefined) return { kind: 'delete', index, deleted: false };
         batch.data.set(byteKey(cmd.key), { key: cmd.key, record: null });
-        return { kind: 'delete', index, deleted: true, prev: current };
+        return cmd.prevKv === true ? { kind: 'delete', index, deleted: true, prev: current } : { kind: 'delete', index, deleted: true };
       case 'cas': {
         let holds: boolean;
         switch (cmd.compare.kind) {

@@ -386,7 +386,7 @@ export class KvNode {
         const key = checkKey('key', req.key, l);
         const value = checkValue('value', req.value, l);
         const session = checkSession(req.session, l);
-        return this.write('Put', req, ctx, { op: 'put', key, value, ...session }, (r) => {
+        return this.write('Put', req, ctx, { op: 'put', key, value, ...(req.prev_kv ? { prevKv: true } : {}), ...session }, (r) => {
           if (r.kind !== 'put') throw unexpected(r);
           return { header: this.header(r.index), prev_kv: req.prev_kv && r.prev ? kvMsg(key, r.prev) : null };
         });
@@ -394,7 +394,7 @@ export class KvNode {
       delete: async (req, ctx) => {
         const key = checkKey('key', req.key, l);
         const session = checkSession(req.session, l);
-        return this.write('Delete', req, ctx, { op: 'delete', key, ...session }, (r) => {
+        return this.write('Delete', req, ctx, { op: 'delete', key, ...(req.prev_kv ? { prevKv: true } : {}), ...session }, (r) => {
           if (r.kind !== 'delete') throw unexpected(r);
           return { header: this.header(r.index), deleted: r.deleted, prev_kv: req.prev_kv && r.prev ? kvMsg(key, r.prev) : null };
         });

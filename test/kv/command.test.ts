@@ -16,6 +16,8 @@ const commands: Command[] = [
   { op: 'put', key: enc('a'), value: enc('1'), proposedAtMs: 1_700_000_000_000 },
   { op: 'put', key: new Uint8Array(0), value: new Uint8Array(0), proposedAtMs: 0, clientId: 'cli-é', seq: 2 ** 40 },
   { op: 'delete', key: enc('a/b'), proposedAtMs: 5, clientId: 'x', seq: 1 },
+  { op: 'put', key: enc('p'), value: enc('2'), proposedAtMs: 6, prevKv: true },
+  { op: 'delete', key: enc('p'), proposedAtMs: 7, clientId: 'x', seq: 2, prevKv: true },
   { op: 'cas', key: enc('k'), compare: { kind: 'value', value: enc('old') }, value: enc('new'), proposedAtMs: 9 },
   { op: 'cas', key: enc('k'), compare: { kind: 'modIndex', modIndex: Number.MAX_SAFE_INTEGER }, value: enc('v'), proposedAtMs: 9 },
   { op: 'cas', key: enc('k'), compare: { kind: 'absent' }, value: enc('v'), proposedAtMs: 9, clientId: 'c', seq: 3 },
@@ -53,24 +55,57 @@ describe('command codec', () => {
   it('rejects trailing bytes, unknown versions, ops and compares', () => {
     const put = encodeCommand(commands[0] as Command);
     expect(malformed(new Uint8Array([...put, 0]))).toBe('malformed command: 1 trailing bytes after command');
-    expect(malformed(new Uint8Array([2, ...put.subarray(1)]))).toBe('malformed command: unknown command codec version 2');
-    expect(malformed(new Uint8Array([1, 9, ...put.subarray(2)]))).toBe('malformed command: unknown op 9');
-    const cas = encodeCommand(commands[5] as Command);
-    // The compare kind follows: version, op, proposedAtMs, clientId "c", seq, key "k".
-    const at = 1 + 1 + 8 + 4 + 1 + 8 + 4 + 1;
+    expect(malformed(new Uint8Array([3, ...put.subarray(1)]))).toBe('malformed command: unknown command codec version 3');
+    expect(malformed(new Uint8Array([0, ...put.subarray(1)]))).toBe('malformed command: unknown command codec version 0');
+    expect(malformed(new Uint8Array([2, 9, ...put.subarray(2)]))).toBe('malformed command: unknown op 9');
+    const cas = encodeCommand(commands[7] as Command);
+    // The compare kind follows: version, op, flags, proposedAtMs, clientId "c", seq, key "k".
+    const at = 1 + 1 + 1 + 8 + 4 + 1 + 8 + 4 + 1;
     expect(cas[at]).toBe(3);
     const bad = cas.slice();
     bad[at] = 7;
     expect(malformed(bad)).toBe('malformed command: unknown compare kind 7');
   });
 
+  it('rejects unknown flags, and flags on a cas', () => {
+    const put = encodeCommand(commands[0] as Command);
+    expect(put[2]).toBe(0); // the flags byte
+    const unknown = put.slice();
+    unknown[2] = 2;
+    expect(malformed(unknown)).toBe('malformed command: unknown command flags 2');
+    const cas = encodeCommand(commands[5] as Command).slice();
+    cas[2] = 1;
+    expect(malformed(cas)).toBe('malformed command: flags 1 on a cas command');
+  });
+
+  it('keeps prevKv only on puts and deletes that ask for it', () => {
+    const cas = { op: 'cas', key: enc('k'), compare: { kind: 'absent' }, value: enc('v'), proposedAtMs: 9, prevKv: true } as unknown as Command;
+    expect(encodeCommand(cas)[2]).toBe(0);
+    expect(decodeCommand(encodeCommand({ op: 'put', key: enc('k'), value: enc('v'), proposedAtMs: 1, prevKv: false }))).toEqual({
+      op: 'put',
+      key: enc('k'),
+      value: enc('v'),
+      proposedAtMs: 1,
+    });
+  });
+
+  it('reads version 1 commands (no flags byte) as asking for the previous record', () => {
+    // Bytes written by the version 1 encoder: logs from before the flags byte still replay.
+    const v1: [string, Command][] = [
+      ['01010000018bcfe5680000000000000000000000000000000001610000000131', { op: 'put', key: enc('a'), value: enc('1'), proposedAtMs: 1_700_000_000_000, prevKv: true }],
+      ['0102000000000000000500000006636c692dc3a9000001000000000000000003612f62', { op: 'delete', key: enc('a/b'), proposedAtMs: 5, clientId: 'cli-é', seq: 2 ** 40, prevKv: true }],
+      ['0103000000000000000900000001630000000000000003000000016b030000000176', { op: 'cas', key: enc('k'), compare: { kind: 'absent' }, value: enc('v'), proposedAtMs: 9, clientId: 'c', seq: 3 }],
+    ];
+    for (const [hex, c] of v1) expect(decodeCommand(Buffer.from(hex, 'hex'))).toEqual(c);
+  });
+
   it('rejects invalid UTF-8 in the client id and integers beyond 2^53', () => {
     const c = encodeCommand({ op: 'delete', key: enc('k'), proposedAtMs: 0, clientId: 'ab', seq: 1 });
     const badUtf8 = c.slice();
-    badUtf8[14] = 0xff; // first byte of the client id
+    badUtf8[15] = 0xff; // first byte of the client id
     expect(malformed(badUtf8)).toBe('malformed command: invalid UTF-8');
     const bigTime = c.slice();
-    bigTime[2] = 0x01; // high byte of proposedAtMs
+    bigTime[3] = 0x01; // high byte of proposedAtMs
     expect(malformed(bigTime)).toMatch(/proposedAtMs is not a safe integer/);
   });
 
@@ -90,22 +125,26 @@ describe('command codec', () => {
     expect(rejected).toBe(500);
   });
 
-  it('encodes commands byte for byte as before', () => {
-    // Expected bytes produced by the previous encoder (64 + key + value bytes, trimmed), kept as a fixture.
+  it('encodes commands byte for byte as specified', () => {
+    // The version 1 fixtures with the version byte set to 2 and the flags byte inserted after the op.
     const cases: [Command, string][] = [
-      [{ op: 'put', key: enc('a'), value: enc('1'), proposedAtMs: 1_700_000_000_000 }, '01010000018bcfe5680000000000000000000000000000000001610000000131'],
-      [{ op: 'delete', key: enc('a/b'), proposedAtMs: 5, clientId: 'cli-é', seq: 2 ** 40 }, '0102000000000000000500000006636c692dc3a9000001000000000000000003612f62'],
+      [{ op: 'put', key: enc('a'), value: enc('1'), proposedAtMs: 1_700_000_000_000 }, '0201' + '00' + '0000018bcfe5680000000000000000000000000000000001610000000131'],
+      [{ op: 'put', key: enc('a'), value: enc('1'), proposedAtMs: 1_700_000_000_000, prevKv: true }, '0201' + '01' + '0000018bcfe5680000000000000000000000000000000001610000000131'],
+      [
+        { op: 'delete', key: enc('a/b'), proposedAtMs: 5, clientId: 'cli-é', seq: 2 ** 40 },
+        '0202' + '00' + '000000000000000500000006636c692dc3a9000001000000000000000003612f62',
+      ],
       [
         { op: 'cas', key: enc('k'), compare: { kind: 'value', value: enc('old') }, value: enc('new'), proposedAtMs: 9 },
-        '01030000000000000009000000000000000000000000000000016b01000000036f6c64000000036e6577',
+        '0203' + '00' + '0000000000000009000000000000000000000000000000016b01000000036f6c64000000036e6577',
       ],
       [
         { op: 'cas', key: enc('k'), compare: { kind: 'modIndex', modIndex: Number.MAX_SAFE_INTEGER }, value: enc('v'), proposedAtMs: 9 },
-        '01030000000000000009000000000000000000000000000000016b02001fffffffffffff0000000176',
+        '0203' + '00' + '0000000000000009000000000000000000000000000000016b02001fffffffffffff0000000176',
       ],
       [
         { op: 'cas', key: enc('k'), compare: { kind: 'absent' }, value: enc('v'), proposedAtMs: 9, clientId: 'c', seq: 3 },
-        '0103000000000000000900000001630000000000000003000000016b030000000176',
+        '0203' + '00' + '00000000000000090000000163' + '0000000000000003000000016b030000000176',
       ],
     ];
     for (const [c, hex] of cases) {

@@ -60,14 +60,14 @@ describe('KvStateMachine', () => {
       const h = await open();
       expect(await h.run(put('a', '1'))).toEqual([{ kind: 'put', index: 1 }]);
       expect(await h.sm.get(enc('a'))).toEqual(rec('1', 1, 1, 1));
-      expect(await h.run('noop', put('a', '2'))).toEqual([
+      expect(await h.run('noop', put('a', '2', { prevKv: true }))).toEqual([
         { kind: 'noop', index: 2 },
         { kind: 'put', index: 3, prev: rec('1', 1, 1, 1) },
       ]);
       expect(await h.sm.get(enc('a'))).toEqual(rec('2', 1, 3, 2));
       expect(h.sm.appliedIndex).toBe(3);
 
-      expect(await h.run(del('a'), del('a'))).toEqual([
+      expect(await h.run(del('a', { prevKv: true }), del('a', { prevKv: true }))).toEqual([
         { kind: 'delete', index: 4, deleted: true, prev: rec('2', 1, 3, 2) },
         { kind: 'delete', index: 5, deleted: false },
       ]);
@@ -79,7 +79,7 @@ describe('KvStateMachine', () => {
 
     it('lets later entries of one batch see the writes of earlier ones', async () => {
       const h = await open();
-      const results = await h.run(put('k', 'v1'), casValue('k', 'v1', 'v2'), put('k', 'v3'), del('k'), casAbsent('k', 'v4'));
+      const results = await h.run(put('k', 'v1'), casValue('k', 'v1', 'v2'), put('k', 'v3', { prevKv: true }), del('k', { prevKv: true }), casAbsent('k', 'v4'));
       expect(results).toEqual([
         { kind: 'put', index: 1 },
         { kind: 'cas', index: 2, succeeded: true, current: rec('v2', 1, 2, 2) },
@@ -148,7 +148,7 @@ describe('KvStateMachine', () => {
     it('a committed but unapplied entry is applied after a restart, exactly once', async () => {
       let h = await open();
       await h.run(put('n', '1'));
-      const pending = h.entries([put('n', '2')]);
+      const pending = h.entries([put('n', '2', { prevKv: true })]);
       await h.commit(pending); // then "crash" before applying
       h = await reopen(h);
       const init = h.store.initialState();
@@ -250,7 +250,7 @@ describe('KvStateMachine', () => {
       const options = { maxSessions: 2 };
       let h = await open('n1', options);
       await h.run(put('k', 'a', { clientId: 'a', seq: 1 }), put('k', 'b', { clientId: 'b', seq: 1 }));
-      await h.run(put('k', 'a2', { clientId: 'a', seq: 2 })); // a is now the most recently used
+      await h.run(put('k', 'a2', { clientId: 'a', seq: 2, prevKv: true })); // a is now the most recently used
       await h.run(put('k', 'c', { clientId: 'c', seq: 1 })); // evicts b
       expect(h.sm.session('b')).toBeUndefined();
       expect(h.sm.sessionCount).toBe(2);
@@ -260,7 +260,7 @@ describe('KvStateMachine', () => {
       // a's retry is still deduplicated (a duplicate does not refresh the session); b was forgotten,
       // so its retry is applied again, and the LRU order rebuilt from the log indexes (a, c) makes a
       // the one to go.
-      const results = await h.run(put('k', 'a2', { clientId: 'a', seq: 2 }), put('k', 'b', { clientId: 'b', seq: 1 }));
+      const results = await h.run(put('k', 'a2', { clientId: 'a', seq: 2, prevKv: true }), put('k', 'b', { clientId: 'b', seq: 1, prevKv: true }));
       expect(results).toEqual([
         { kind: 'put', index: 3, prev: rec('b', 1, 2, 2), duplicate: true },
         { kind: 'put', index: 6, prev: rec('c', 1, 4, 4) },
@@ -269,6 +269,20 @@ describe('KvStateMachine', () => {
       await h.run(put('z', 'z', { clientId: 'z', seq: 1 }));
       expect(h.sm.session('c')).toBeUndefined();
       expect(h.sm.session('b')).toBeDefined();
+    });
+
+    it('keeps the previous record in a result only when the write asked for it, also for its retry', async () => {
+      let h = await open();
+      await h.run(put('k', '0'));
+      expect(await h.run(put('k', '1', { clientId: 'c', seq: 1 }))).toEqual([{ kind: 'put', index: 2 }]);
+      expect(await h.run(put('k', '1', { clientId: 'c', seq: 1 }))).toEqual([{ kind: 'put', index: 2, duplicate: true }]);
+      expect(await h.run(put('k', '2', { clientId: 'c', seq: 2, prevKv: true }))).toEqual([{ kind: 'put', index: 4, prev: rec('1', 1, 2, 2) }]);
+      h = await reopen(h);
+      expect(await h.run(put('k', '2', { clientId: 'c', seq: 2, prevKv: true }))).toEqual([
+        { kind: 'put', index: 4, prev: rec('1', 1, 2, 2), duplicate: true },
+      ]);
+      expect(await h.run(del('k', { clientId: 'c', seq: 3 }))).toEqual([{ kind: 'delete', index: 6, deleted: true }]);
+      expect(await h.run(del('k', { clientId: 'c', seq: 3 }))).toEqual([{ kind: 'delete', index: 6, deleted: true, duplicate: true }]);
     });
 
     it('expires sessions by the commands proposedAtMs, never by the local clock', async () => {
@@ -290,7 +304,7 @@ describe('KvStateMachine', () => {
       expect(h.store.sessionClockMs).toBe(11_000);
       expect(h.sm.session('old')).toBeUndefined();
       // An expired client's retry is treated as new (the price of bounded sessions).
-      expect(await h.run(put('k', '1', { clientId: 'old', seq: 1, proposedAtMs: 11_000 }))).toEqual([
+      expect(await h.run(put('k', '1', { clientId: 'old', seq: 1, proposedAtMs: 11_000, prevKv: true }))).toEqual([
         { kind: 'put', index: 6, prev: rec('2', 1, 2, 2) },
       ]);
     });
@@ -486,7 +500,7 @@ describe('KvStateMachine', () => {
     it('accumulates prepared applies, later ones reading through earlier ones, and writes them in one write', async () => {
       const h = await open();
       await h.run(put('a', '0'));
-      const entries = h.entries([put('a', '1'), casValue('a', '1', '2'), put('b', '3')]);
+      const entries = h.entries([put('a', '1', { prevKv: true }), casValue('a', '1', '2'), put('b', '3')]);
       await h.commit(entries);
       expect(await h.sm.prepare(entries.slice(0, 1))).toEqual([{ kind: 'put', index: 2, prev: rec('0', 1, 1, 1) }]);
       // The second prepare sees the first one's put, which is not written yet.
