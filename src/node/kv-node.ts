@@ -30,6 +30,7 @@ import {
   type RequestLimits,
 } from '../server/validate.js';
 import { NodeStore, type SnapshotInstall, type SnapshotReader, type StateWrite } from '../storage/node-store.js';
+import { NodeListener } from '../transport/node-listener.js';
 import { DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES, PeerTransport } from '../transport/peer-transport.js';
 import { peerPackageDefinition, SNAPSHOT_CHUNK_OVERHEAD_BYTES } from '../transport/peer-service.js';
 import { createLogger, type Logger, type LogLevel } from './logger.js';
@@ -121,6 +122,7 @@ export class KvNode {
   private readonly snapshotChunkBytes: number;
   private transport!: PeerTransport;
   private server!: grpc.Server;
+  private listener: NodeListener | undefined;
   private health!: HealthImplementation;
   private port = 0;
   /**
@@ -283,14 +285,17 @@ export class KvNode {
         );
         this.log.warn('fault injection enabled (test only)');
       }
-      this.transport.addToServer(this.server);
+      this.listener = new NodeListener({
+        grpcServer: this.server,
+        logger: { info: (msg) => this.log.info('listener', { msg }), warn: (msg) => this.log.warn('listener', { msg }) },
+      });
+      this.transport.addToServer(this.server, this.listener);
       this.health = new HealthImplementation({ '': 'SERVING', [KV_SERVICE_NAME]: 'SERVING' });
       this.health.addToServer(this.server);
       new ReflectionService({ ...kvPackageDefinition, ...maintenancePackageDefinition, ...peerPackageDefinition }).addToServer(this.server);
       const listen = c.listen ?? c.members.get(c.nodeId)!;
-      this.port = await new Promise<number>((resolve, reject) =>
-        this.server.bindAsync(listen, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
-      );
+      // One port for clients and peers: the listener hands HTTP/2 connections to the gRPC server.
+      this.port = await this.listener.listen(listen);
       this.startedAtMs = Date.now();
       this.runtime.start();
       this.log.info('started', {
@@ -318,6 +323,7 @@ export class KvNode {
       await this.runtime?.stop();
       await this.transport?.close();
       for (const client of this.forwardClients.values()) client.close();
+      const listenerClosed = this.listener?.close();
       await new Promise<void>((resolve) => {
         if (!this.server) return resolve();
         const timer = setTimeout(() => {
@@ -329,6 +335,7 @@ export class KvNode {
           resolve();
         });
       });
+      await listenerClosed;
       await this.store?.close();
       this.log.info('stopped');
     })();

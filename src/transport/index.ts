@@ -36,3 +36,4 @@ export {
 } from './codec.js';
 export { PEER_PROTO_PATH, PEER_SERVICE_NAME, peerPackageDefinition, SNAPSHOT_CHUNK_OVERHEAD_BYTES } from './peer-service.js';
 export type { TransportLogger } from './logger.js';
+export { NodeListener, parseHostPort, type NodeListenerOptions, type PeerConnectionHandler } from './node-listener.js';

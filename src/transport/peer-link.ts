@@ -1,47 +1,44 @@
-// The outgoing side of one peer: a bounded queue of messages and one long-lived client stream that
-// drains it, frame by frame, reconnecting with backoff when the stream breaks.
+// The outgoing side of one peer: a bounded queue of messages and one long-lived TCP connection that
+// drains it, frame by frame, reconnecting with backoff when the connection breaks. The connection
+// speaks the raw peer wire (peer-wire.ts) to the port the peer's gRPC server shares.
 //
 // States:
-//   idle        no stream; the next enqueue opens one (streams are opened lazily)
-//   connecting  a stream is open but the peer has not accepted it yet (no response headers)
-//   connected   the peer accepted the stream; frames are written, one at a time
-//   backoff     the last stream failed; a timer opens the next one (if anything is queued by then)
+//   idle        no connection; the next enqueue opens one (connections are opened lazily)
+//   connecting  a connection is open but the peer has not accepted it yet (no status back)
+//   connected   the peer accepted the connection; frames are written, one at a time
+//   backoff     the last connection failed; a timer opens the next one (if anything is queued by then)
 //   closed      close() was called; everything is dropped
 //
-// Nothing leaves the queue before the peer has accepted the stream, so a refused or failed connection
-// loses nothing queued. What is lost when a stream breaks is at most the one frame being written:
-// Raft retransmits.
+// Nothing leaves the queue before the peer has accepted the connection, so a refused or failed
+// connection loses nothing queued. What is lost when a connection breaks is at most the frame being
+// written, and what the kernel had not delivered yet: Raft retransmits.
 
-import * as grpc from '@grpc/grpc-js';
+import * as net from 'node:net';
 import type { Message, NodeId } from '../raft/types.js';
 import type { Backoff } from './backoff.js';
 import { encodeBatch, MAX_BATCH_HEADER_BYTES } from './codec.js';
-import {
-  METADATA_CLUSTER_ID,
-  METADATA_FROM_NODE,
-  METADATA_TO_NODE,
-  type PeerAck,
-  type PeerFrame,
-  streamMethod,
-} from './peer-service.js';
+import { parseHostPort } from './node-listener.js';
+import { decodeStatus, encodeHello, frameHeader, MAX_STATUS_DETAILS_BYTES, PeerWireError, STATUS_HEADER_BYTES } from './peer-wire.js';
 import { RingQueue } from './ring-queue.js';
 import type { TransportLogger } from './logger.js';
 
 export interface PeerLinkOptions {
   readonly localId: NodeId;
   readonly peerId: NodeId;
+  /** host:port */
   readonly address: string;
   readonly clusterId: string;
-  readonly credentials: grpc.ChannelCredentials;
-  /** Limit on one gRPC message (a PeerFrame), in bytes. */
-  readonly maxMessageBytes: number;
-  /** Limit on one frame's payload (a codec batch), in bytes: maxMessageBytes minus the frame overhead. */
+  /** Limit on one frame's payload (a codec batch), in bytes. */
   readonly maxPayloadBytes: number;
+  /** The configured limit the payload limit derives from, for messages. */
+  readonly maxMessageBytes: number;
   readonly maxQueueMessages: number;
   readonly maxQueueBytes: number;
   readonly connectTimeoutMs: number;
   readonly closeTimeoutMs: number;
+  /** TCP keepalive probes start after the connection is idle this long. */
   readonly keepaliveTimeMs: number;
+  /** A frame that the kernel has not taken within keepaliveTimeMs + this ends the connection. */
   readonly keepaliveTimeoutMs: number;
   readonly backoff: Backoff;
   readonly logger: TransportLogger;
@@ -68,12 +65,13 @@ interface Queued {
   readonly bytes: number;
 }
 
-/** One stream and the channel under it. A fresh channel per attempt: our backoff, not gRPC's, decides. */
+/** One connection. */
 interface Attempt {
-  readonly client: grpc.Client;
-  readonly call: grpc.ClientWritableStream<PeerFrame>;
+  readonly socket: net.Socket;
   accepted: boolean;
-  /** Why we ended the attempt ourselves, which says more than the CANCELLED status it produces. */
+  /** Bytes from the peer not parsed yet: its status, and after it, at most one closing status. */
+  received: Buffer;
+  /** Why the attempt ended: our own reason, or the peer's closing status. */
   endReason?: string;
 }
 
@@ -104,8 +102,12 @@ export class PeerLink {
   private lastError: string | undefined;
   private closeWaiters: (() => void)[] = [];
 
+  private readonly target: { readonly host: string; readonly port: number };
+
+  /** Throws RangeError when the address is not host:port. */
   constructor(private readonly o: PeerLinkOptions) {
     this.queue = new RingQueue<Queued>(o.maxQueueMessages);
+    this.target = parseHostPort(o.address);
   }
 
   get connected(): boolean {
@@ -169,11 +171,12 @@ export class PeerLink {
       const attempt = this.attempt;
       if (attempt !== undefined) {
         if (attempt.accepted) {
-          // A graceful end: the peer answers the half-close with OK. Bounded by closeTimeoutMs.
-          attempt.call.end();
-          this.timer = setTimeout(() => attempt.call.cancel(), this.o.closeTimeoutMs);
+          // A graceful end: written frames still reach the peer, which closes its side in turn.
+          // Bounded by closeTimeoutMs.
+          attempt.socket.end();
+          this.timer = setTimeout(() => attempt.socket.destroy(), this.o.closeTimeoutMs);
         } else {
-          attempt.call.cancel();
+          attempt.socket.destroy();
         }
       }
     }
@@ -184,45 +187,57 @@ export class PeerLink {
   private connect(): void {
     this.state = 'connecting';
     this.counters.connectAttempts++;
-    const client = new grpc.Client(this.o.address, this.o.credentials, {
-      'grpc.max_send_message_length': this.o.maxMessageBytes,
-      // Retries would buffer frames inside gRPC, beyond our queue's limits; Raft retries by itself.
-      'grpc.enable_retries': 0,
-      // No per-message statistics for channelz (nothing reads them).
-      'grpc.enable_channelz': 0,
-      // A private subchannel, so that no gRPC-level backoff state survives the channel.
-      'grpc.use_local_subchannel_pool': 1,
-      // A long-lived stream to a peer that vanished without a FIN would otherwise look healthy.
-      'grpc.keepalive_time_ms': this.o.keepaliveTimeMs,
-      'grpc.keepalive_timeout_ms': this.o.keepaliveTimeoutMs,
-    });
-    const metadata = new grpc.Metadata();
-    metadata.set(METADATA_CLUSTER_ID, this.o.clusterId);
-    metadata.set(METADATA_FROM_NODE, String(this.o.localId));
-    metadata.set(METADATA_TO_NODE, String(this.o.peerId));
-    const holder: { attempt?: Attempt } = {};
-    const call = client.makeClientStreamRequest<PeerFrame, PeerAck>(
-      streamMethod.path,
-      streamMethod.requestSerialize,
-      streamMethod.responseDeserialize,
-      metadata,
-      {},
-      (err) => {
-        if (holder.attempt !== undefined) this.onCallEnd(holder.attempt, err);
-      },
-    );
-    const attempt: Attempt = { client, call, accepted: false };
-    holder.attempt = attempt;
+    const socket = net.connect({ host: this.target.host, port: this.target.port, noDelay: true });
+    const attempt: Attempt = { socket, accepted: false, received: Buffer.alloc(0) };
     this.attempt = attempt;
-    call.on('metadata', () => this.onAccepted(attempt));
-    // Status errors reach the callback above; this only keeps a stray stream error from being thrown.
-    call.on('error', () => {});
+    socket.setKeepAlive(true, this.o.keepaliveTimeMs);
+    socket.on('connect', () => {
+      if (this.attempt !== attempt) return;
+      socket.write(encodeHello({ from: this.o.localId, to: this.o.peerId, clusterId: this.o.clusterId }));
+    });
+    socket.on('data', (chunk: Buffer) => this.onData(attempt, chunk));
+    socket.on('error', (err: Error) => {
+      attempt.endReason ??= err.message;
+    });
+    // The peer closing its side ends the attempt: it sends nothing but statuses, and a half-open
+    // connection is no use to us.
+    socket.on('end', () => socket.destroy());
+    socket.on('close', () => this.onClose(attempt));
     this.timer = setTimeout(() => {
       this.timer = undefined;
       if (this.attempt !== attempt || attempt.accepted) return;
       attempt.endReason = `not accepted within connectTimeoutMs=${this.o.connectTimeoutMs}`;
-      call.cancel();
+      socket.destroy();
     }, this.o.connectTimeoutMs);
+  }
+
+  /** The peer's status (accepted, or why not), then at most one more status before it closes. */
+  private onData(attempt: Attempt, chunk: Buffer): void {
+    if (this.attempt !== attempt) return;
+    attempt.received = attempt.received.length === 0 ? chunk : Buffer.concat([attempt.received, chunk]);
+    if (attempt.received.length > 2 * (STATUS_HEADER_BYTES + MAX_STATUS_DETAILS_BYTES)) {
+      attempt.endReason = 'the peer sent more than its statuses';
+      return void attempt.socket.destroy();
+    }
+    for (;;) {
+      let got;
+      try {
+        got = decodeStatus(attempt.received);
+      } catch (e) {
+        if (!(e instanceof PeerWireError)) throw e;
+        attempt.endReason = `the peer sent a malformed status: ${e.message}`;
+        return void attempt.socket.destroy();
+      }
+      if (got === undefined) return;
+      attempt.received = attempt.received.subarray(got.bytes);
+      const { code, details } = got.status;
+      if (code === 0 && !attempt.accepted) {
+        this.onAccepted(attempt);
+        continue;
+      }
+      attempt.endReason = `${statusName(code)}: ${details}`;
+      return void attempt.socket.destroy();
+    }
   }
 
   private onAccepted(attempt: Attempt): void {
@@ -231,27 +246,34 @@ export class PeerLink {
     this.state = 'connected';
     this.clearTimer();
     this.o.backoff.reset();
+    // The kernel takes a frame at once unless the peer stopped reading: it vanished without a FIN,
+    // or hangs. The socket's idle timer (reset by every read and write) catches a frame stuck that long.
+    const stallMs = this.o.keepaliveTimeMs + this.o.keepaliveTimeoutMs;
+    // ('timeout' fires on every idle period, and only a stuck frame makes it fatal.)
+    attempt.socket.setTimeout(stallMs);
+    attempt.socket.on('timeout', () => {
+      if (this.attempt !== attempt || this.writingMessages === 0) return;
+      attempt.endReason = `a frame was not taken within keepaliveTimeMs + keepaliveTimeoutMs = ${stallMs} ms`;
+      attempt.socket.destroy();
+    });
     if (this.lastError !== undefined) this.o.logger.info(`peer ${this.o.peerId}: connected to ${this.o.address}`);
     this.lastError = undefined;
     this.flush();
   }
 
-  private onCallEnd(attempt: Attempt, err: grpc.ServiceError | null): void {
+  private onClose(attempt: Attempt): void {
     if (this.attempt !== attempt) return;
     this.attempt = undefined;
     this.clearTimer();
-    attempt.client.close();
     this.counters.droppedStreamBroken += this.writingMessages;
     this.writingMessages = 0;
     if (this.state === 'closed') {
       for (const resolve of this.closeWaiters.splice(0)) resolve();
       return;
     }
-    const reason =
-      attempt.endReason ??
-      (err === null ? 'the peer ended the stream' : `${grpc.status[err.code] ?? err.code}: ${err.details}`);
+    const reason = attempt.endReason ?? 'the peer closed the connection';
     if (reason !== this.lastError) {
-      const what = attempt.accepted ? 'stream to' : 'could not open a stream to';
+      const what = attempt.accepted ? 'connection to' : 'could not connect to';
       this.o.logger.warn(`peer ${this.o.peerId}: ${what} ${this.o.address} failed (${reason}); retrying with backoff`);
     }
     this.lastError = reason;
@@ -294,22 +316,35 @@ export class PeerLink {
     if (this.queue.length === 0) this.droppingSinceEmpty = false;
     if (batch.length === 0) return;
     this.writingMessages = batch.length;
-    attempt.call.write({ payload: encodeBatch(batch) }, (err: Error | null | undefined) => {
-      if (this.attempt !== attempt) return; // onCallEnd counted the frame as lost
+    const payload = encodeBatch(batch);
+    const { socket } = attempt;
+    socket.cork();
+    socket.write(frameHeader(payload.length));
+    socket.write(payload, (err: Error | null | undefined) => {
+      if (this.attempt !== attempt) return; // onClose counted the frame as lost
       const n = this.writingMessages;
       this.writingMessages = 0;
       if (err) {
         this.counters.droppedStreamBroken += n;
-        return; // the call ends too, and onCallEnd reconnects
+        return; // the socket closes too, and onClose reconnects
       }
       this.counters.sentMessages += n;
       this.counters.sentFrames++;
       this.flush();
     });
+    socket.uncork();
   }
 
   private clearTimer(): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
   }
+}
+
+/** A gRPC status code's name, for logs. */
+function statusName(code: number): string {
+  const names = ['OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS',
+    'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED',
+    'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED'];
+  return names[code] ?? `status ${code}`;
 }

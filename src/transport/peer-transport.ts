@@ -1,29 +1,35 @@
-// Carries the Raft core's messages between the nodes of a cluster over gRPC: one long-lived client
-// stream to each peer for what this node sends (see peer-link.ts), and the RaftPeer service for what
-// the peers send to it. Delivery is best effort, like the network Raft assumes: messages may be
-// dropped (full queue, oversized, broken stream) and are counted when they are; Raft retransmits.
+// Carries the Raft core's messages between the nodes of a cluster: one long-lived TCP connection to
+// each peer for what this node sends (raw peer wire, see peer-link.ts and peer-wire.ts), on the port
+// the peer's gRPC server shares (node-listener.ts). It accepts the same from its peers, and also a
+// peer's gRPC Stream call of the RaftPeer service (what nodes before the raw wire sent). Delivery is
+// best effort, like the network Raft assumes: messages may be dropped (full queue, oversized, broken
+// connection) and are counted when they are; Raft retransmits.
 //
 // Wiring it into a node:
 //
 //   const server = new grpc.Server(peerServerOptions(maxMessageBytes)); // + the client services
+//   const listener = new NodeListener({ grpcServer: server });
 //   const transport = new PeerTransport({ nodeId, clusterId, peers, onMessage: (m) => raft.step(m) });
-//   transport.addToServer(server);
-//   server.bindAsync(listenAddress, credentials, ...);
+//   transport.addToServer(server, listener);
+//   await listener.listen(listenAddress);
 //   ... transport.send(ready.messages) ... transport.send(ready.messagesAfterPersist) ...
-//   await transport.close(); server.tryShutdown(...);   // close first: peer streams are long-lived
+//   await transport.close(); await listener.close(); server.tryShutdown(...);   // peer connections are long-lived
 //
 // Snapshots do not travel on the peer stream (send() refuses a Snap message): the leader's node
 // streams one with sendSnapshot() over an InstallSnapshot call of its own, with flow control (see
 // snapshot-sender.ts), and the follower's node receives it through the onSnapshot handler's
 // SnapshotSink (see snapshot-receiver.ts).
 
+import type * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { LimitError, RaftKvError } from '../errors.js';
 import type { Message, NodeId, SnapshotMeta } from '../raft/types.js';
 import { Backoff } from './backoff.js';
 import { decodeBatch, encodedMessageBytes, MalformedFrameError } from './codec.js';
 import { silentLogger, type TransportLogger } from './logger.js';
+import type { NodeListener } from './node-listener.js';
 import { PeerLink } from './peer-link.js';
+import { decodeHello, encodeStatus, FrameDecoder, PeerWireError } from './peer-wire.js';
 import {
   DEFAULT_MAX_MESSAGE_BYTES,
   METADATA_CLUSTER_ID,
@@ -63,6 +69,8 @@ export const DEFAULT_MAX_SNAPSHOT_CHUNKS_IN_FLIGHT = 4;
 export const DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
 export const DEFAULT_SNAPSHOT_IDLE_TIMEOUT_MS = 30_000;
 export const DEFAULT_MAX_SNAPSHOT_TRANSFERS = 2;
+/** Limit: raw peer connections waiting for their hello (each for at most connectTimeoutMs). */
+export const MAX_PENDING_HELLOS = 64;
 
 /** Whether a message from `from` to `to` may pass. Test-only: see PeerTransport.setLinkFilter. */
 export type LinkFilter = (from: NodeId, to: NodeId) => boolean;
@@ -84,15 +92,20 @@ export interface PeerTransportOptions {
   readonly reconnectBackoffMinMs?: number;
   /** ...to at most this. Default 2000 ms. */
   readonly reconnectBackoffMaxMs?: number;
-  /** A stream the peer has not accepted by then is abandoned and retried. Default 5000 ms. */
+  /**
+   * A connection the peer has not accepted by then is abandoned and retried; an incoming one that has
+   * not sent its hello by then is closed. Default 5000 ms.
+   */
   readonly connectTimeoutMs?: number;
   /** close() waits this long for each peer to acknowledge the end of a stream. Default 1000 ms. */
   readonly closeTimeoutMs?: number;
-  /** gRPC keepalive pings on idle outgoing streams. Defaults 10000 ms and 5000 ms. */
+  /**
+   * Outgoing peer connections: TCP keepalive probes after keepaliveTimeMs idle, and a frame the
+   * kernel has not taken within keepaliveTimeMs + keepaliveTimeoutMs ends the connection. Snapshot
+   * calls: gRPC keepalive pings. Defaults 10000 ms and 5000 ms.
+   */
   readonly keepaliveTimeMs?: number;
   readonly keepaliveTimeoutMs?: number;
-  /** Default: insecure (plaintext). */
-  readonly channelCredentials?: grpc.ChannelCredentials;
   /** Receives every accepted incoming message; also settable with onMessage(). */
   readonly onMessage?: (message: Message) => void;
   /**
@@ -192,8 +205,9 @@ export interface TransportStats {
   /** Messages given to send() for a node that is not a peer. */
   readonly droppedUnknownPeerMessages: number;
   /**
-   * Incoming calls (Stream or InstallSnapshot) refused before reading anything: wrong cluster,
-   * unknown sender, wrong target, bad metadata, closing, no snapshot handler, link cut.
+   * Incoming calls (Stream or InstallSnapshot) and raw peer connections refused before reading any
+   * message: wrong cluster, unknown sender, wrong target, bad metadata or hello, no hello in time,
+   * too many connections waiting for one, closing, no snapshot handler, link cut.
    */
   readonly refusedStreams: number;
   /** Outgoing snapshot transfers running now, to all peers (limit maxSnapshotTransfers). */
@@ -224,11 +238,12 @@ interface Peer {
   snapshotReceive: SnapshotReceiver | undefined;
 }
 
+/** A peer's accepted stream into this node: a raw connection, or a gRPC Stream call. */
 interface InboundStream {
   readonly peer: Peer;
-  readonly call: grpc.ServerReadableStream<PeerFrame, PeerAck>;
-  readonly callback: grpc.sendUnaryData<PeerAck>;
   done: boolean;
+  /** Ends it toward the peer: null gracefully, a status as an error, undefined when it broke already. */
+  readonly finish: (status: StatusError | null | undefined) => void;
 }
 
 export class PeerTransport {
@@ -247,6 +262,7 @@ export class PeerTransport {
   private readonly snapshotSends = new Set<SnapshotSender>();
   private readonly credentials: grpc.ChannelCredentials;
   private readonly connectTimeoutMs: number;
+  private readonly closeTimeoutMs: number;
   private readonly keepaliveTimeMs: number;
   private readonly keepaliveTimeoutMs: number;
   private linkFilter: LinkFilter | undefined;
@@ -255,6 +271,8 @@ export class PeerTransport {
   private droppedUnknownPeerMessages = 0;
   private readonly loggedUnknownPeers = new Set<NodeId>();
   private refusedStreams = 0;
+  /** Raw connections accepted whose hello has not been read. Invariant: <= MAX_PENDING_HELLOS. */
+  private pendingHellos = 0;
 
   constructor(options: PeerTransportOptions) {
     const o = options;
@@ -281,12 +299,14 @@ export class PeerTransport {
     const closeTimeoutMs = positiveInt(o.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS, 'closeTimeoutMs');
     const keepaliveTimeMs = positiveInt(o.keepaliveTimeMs ?? DEFAULT_KEEPALIVE_TIME_MS, 'keepaliveTimeMs');
     const keepaliveTimeoutMs = positiveInt(o.keepaliveTimeoutMs ?? DEFAULT_KEEPALIVE_TIMEOUT_MS, 'keepaliveTimeoutMs');
-    const credentials = o.channelCredentials ?? grpc.credentials.createInsecure();
+    // Peer traffic is plaintext, like the client API.
+    const credentials = grpc.credentials.createInsecure();
     this.logger = o.logger ?? silentLogger;
     this.handler = o.onMessage;
     this.snapshotHandler = o.onSnapshot;
     this.credentials = credentials;
     this.connectTimeoutMs = connectTimeoutMs;
+    this.closeTimeoutMs = closeTimeoutMs;
     this.keepaliveTimeMs = keepaliveTimeMs;
     this.keepaliveTimeoutMs = keepaliveTimeoutMs;
     this.maxSnapshotChunksInFlight = positiveInt(
@@ -313,7 +333,6 @@ export class PeerTransport {
         peerId: id,
         address,
         clusterId: this.clusterId,
-        credentials,
         maxMessageBytes: this.maxMessageBytes,
         maxPayloadBytes: this.maxMessageBytes - PEER_FRAME_OVERHEAD_BYTES,
         maxQueueMessages,
@@ -535,16 +554,18 @@ export class PeerTransport {
 
   /**
    * Registers the RaftPeer service on a server the node owns (which may serve other services on
-   * the same port). Create that server with peerServerOptions(maxMessageBytes) so that gRPC itself
+   * the same port), and takes the raw peer connections of `listener` (the node's port, shared with
+   * that server). Create the server with peerServerOptions(maxMessageBytes) so that gRPC itself
    * refuses oversized frames. Call close() before shutting the server down: peer streams are
    * long-lived and server.tryShutdown() would wait for them.
    */
-  addToServer(server: grpc.Server): void {
+  addToServer(server: grpc.Server, listener?: NodeListener): void {
     server.addService(peerServiceDefinition, {
       Stream: (call: grpc.ServerReadableStream<PeerFrame, PeerAck>, callback: grpc.sendUnaryData<PeerAck>) =>
         this.onStream(call, callback),
       InstallSnapshot: (call: grpc.ServerDuplexStream<SnapshotChunkPb, SnapshotAckPb>) => this.onInstallSnapshot(call),
     });
+    listener?.setPeerHandler((socket, head) => this.acceptConnection(socket, head));
   }
 
   stats(): TransportStats {
@@ -639,6 +660,12 @@ export class PeerTransport {
           `(one value each; node ids are positive integers)`,
       };
     }
+    return this.checkPeer(clusterId, from, to);
+  }
+
+  /** The peer `from` if it may send to this node, or the status that refuses it. */
+  private checkPeer(clusterId: string, from: NodeId, to: NodeId): Peer | StatusError {
+    if (this.closed) return { code: grpc.status.UNAVAILABLE, details: `node ${this.nodeId} is shutting down` };
     if (clusterId !== this.clusterId) {
       return {
         code: grpc.status.FAILED_PRECONDITION,
@@ -669,7 +696,14 @@ export class PeerTransport {
       // A reconnecting peer's old stream may linger (half-open); keep one stream per peer.
       this.endInbound(peer.inbound, { code: grpc.status.ABORTED, details: `superseded by a newer stream from node ${peer.id}` });
     }
-    const stream: InboundStream = { peer, call, callback, done: false };
+    const stream: InboundStream = {
+      peer,
+      done: false,
+      finish: (status) => {
+        if (status === null) callback(null, {});
+        else if (status !== undefined) callback(status);
+      },
+    };
     peer.inbound = stream;
     // The sender waits for these headers before it writes anything: they say "accepted".
     call.sendMetadata(new grpc.Metadata());
@@ -681,10 +715,9 @@ export class PeerTransport {
 
   private onFrame(stream: InboundStream, frame: PeerFrame): void {
     if (stream.done) return;
-    const { peer } = stream;
     const payload: unknown = frame.payload;
     if (!(payload instanceof Uint8Array)) {
-      peer.incoming.malformedFrames++;
+      stream.peer.incoming.malformedFrames++;
       return this.endInbound(stream, { code: grpc.status.INVALID_ARGUMENT, details: 'peer frame without a payload' });
     }
     if (payload.length > this.maxMessageBytes) {
@@ -693,6 +726,126 @@ export class PeerTransport {
         details: `peer frame of ${payload.length} bytes (limit maxMessageBytes=${this.maxMessageBytes})`,
       });
     }
+    this.onPayload(stream, payload);
+  }
+
+  /**
+   * A raw peer connection, from NodeListener: `head` holds its first bytes. It must send its hello
+   * within connectTimeoutMs; it is then refused with a status, or accepted with status 0, after which
+   * its frames go where a Stream call's do.
+   */
+  acceptConnection(socket: net.Socket, head: Buffer): void {
+    const remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    /** Bytes of the hello so far. */
+    let received: Buffer = Buffer.alloc(0);
+    let stream: InboundStream | undefined;
+    let decoder: FrameDecoder | undefined;
+    /** Counted in pendingHellos: the hello has not been read yet. */
+    let helloCounted = false;
+    const refuse = (status: StatusError): void => {
+      this.refusedStreams++;
+      this.logger.warn(`refused a peer connection from ${remote}: ${status.details}`);
+      endSocket(status);
+    };
+    const endSocket = (status: StatusError | null | undefined): void => {
+      clearTimeout(helloTimer);
+      if (helloCounted) this.pendingHellos--;
+      helloCounted = false;
+      socket.off('data', onData);
+      if (status === undefined || socket.destroyed) return void socket.destroy();
+      // The peer closes its side when it reads the status (or the end); do not wait on it forever.
+      if (status === null) socket.end();
+      else socket.end(encodeStatus(status));
+      setTimeout(() => socket.destroy(), this.closeTimeoutMs).unref();
+    };
+    const onData = (chunk: Buffer): void => {
+      if (stream !== undefined) {
+        if (stream.done) return;
+        let payloads: readonly Buffer[];
+        let tooLong: PeerWireError | undefined;
+        try {
+          payloads = decoder!.push(chunk);
+        } catch (e) {
+          if (!(e instanceof PeerWireError)) throw e;
+          payloads = e.payloadsBefore;
+          tooLong = e;
+        }
+        for (const p of payloads) {
+          if (stream.done) return;
+          this.onPayload(stream, p);
+        }
+        if (tooLong !== undefined) this.endInbound(stream, { code: grpc.status.RESOURCE_EXHAUSTED, details: tooLong.message });
+        return;
+      }
+      received = received.length === 0 ? chunk : Buffer.concat([received, chunk]);
+      let got;
+      try {
+        got = decodeHello(received);
+      } catch (e) {
+        if (!(e instanceof PeerWireError)) throw e;
+        return refuse({ code: grpc.status.INVALID_ARGUMENT, details: e.message });
+      }
+      if (got === undefined) return; // decodeHello refuses a hello longer than its limit
+      clearTimeout(helloTimer);
+      this.pendingHellos--;
+      helloCounted = false;
+      const peer = this.checkPeer(got.hello.clusterId, got.hello.from, got.hello.to);
+      if (!isPeer(peer)) return refuse(peer);
+      if (peer.inbound !== undefined) {
+        // A reconnecting peer's old connection may linger (half-open); keep one per peer.
+        this.endInbound(peer.inbound, { code: grpc.status.ABORTED, details: `superseded by a newer connection from node ${peer.id}` });
+      }
+      stream = { peer, done: false, finish: endSocket };
+      peer.inbound = stream;
+      decoder = new FrameDecoder(this.maxMessageBytes);
+      socket.write(encodeStatus({ code: 0, details: '' }));
+      const rest = received.subarray(got.bytes);
+      received = Buffer.alloc(0);
+      if (rest.length > 0) onData(rest);
+    };
+    const helloTimer = setTimeout(
+      () => refuse({ code: grpc.status.DEADLINE_EXCEEDED, details: `no hello within connectTimeoutMs=${this.connectTimeoutMs}` }),
+      this.connectTimeoutMs,
+    );
+    socket.setNoDelay(true);
+    // A sender that vanished without a FIN is found by keepalive probes, or replaced when it reconnects.
+    socket.setKeepAlive(true, this.keepaliveTimeMs);
+    socket.on('error', () => {}); // 'close' follows
+    socket.on('close', () => {
+      clearTimeout(helloTimer);
+      if (helloCounted) this.pendingHellos--;
+      helloCounted = false;
+      if (stream !== undefined) this.endInbound(stream, undefined);
+    });
+    socket.on('end', () => {
+      if (stream === undefined) return void socket.destroy();
+      if (stream.done) return;
+      if (decoder!.inFrame) {
+        // A sender that died mid-write looks like this: the kernel closes its connections.
+        stream.peer.incoming.malformedFrames++;
+        this.logger.warn(`peer ${stream.peer.id}: its connection ended inside a frame; ending it`);
+        return this.endInbound(stream, { code: grpc.status.INVALID_ARGUMENT, details: 'the connection ended inside a frame' });
+      }
+      // The sender ended gracefully: frames before its end were all delivered.
+      this.endInbound(stream, null);
+    });
+    if (this.closed) return refuse({ code: grpc.status.UNAVAILABLE, details: `node ${this.nodeId} is shutting down` });
+    if (this.pendingHellos >= MAX_PENDING_HELLOS) {
+      return refuse({
+        code: grpc.status.RESOURCE_EXHAUSTED,
+        details: `${this.pendingHellos} peer connections are waiting for their hello (limit MAX_PENDING_HELLOS=${MAX_PENDING_HELLOS})`,
+      });
+    }
+    this.pendingHellos++;
+    helloCounted = true;
+    socket.on('data', onData);
+    onData(head);
+    socket.resume();
+  }
+
+  /** One frame's payload from a peer's stream: decodes it and hands its messages to the handler. */
+  private onPayload(stream: InboundStream, payload: Uint8Array): void {
+    const { peer } = stream;
     let messages: Message[];
     try {
       messages = decodeBatch(payload);
@@ -780,8 +933,7 @@ export class PeerTransport {
     if (stream.done) return;
     stream.done = true;
     if (stream.peer.inbound === stream) stream.peer.inbound = undefined;
-    if (status === null) stream.callback(null, {});
-    else if (status !== undefined) stream.callback(status);
+    stream.finish(status);
   }
 }
 

@@ -1,8 +1,10 @@
-// Loopback nodes for transport tests: a grpc.Server on 127.0.0.1 (port 0 unless told), a
-// PeerTransport on it, and what it received. Everything started here is stopped by stopAll().
+// Loopback nodes for transport tests: a grpc.Server behind a NodeListener on 127.0.0.1 (port 0 unless
+// told), a PeerTransport on both, and what it received. Everything started here is stopped by stopAll().
 
+import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import type { Message, NodeId } from '../../src/raft/types.js';
+import { NodeListener, parseHostPort } from '../../src/transport/node-listener.js';
 import { PeerTransport, peerServerOptions, type PeerTransportOptions } from '../../src/transport/peer-transport.js';
 import {
   installSnapshotMethod,
@@ -15,11 +17,16 @@ import {
   type SnapshotChunkPb,
   streamMethod,
 } from '../../src/transport/peer-service.js';
+import { decodeStatus, encodeHello, frameHeader, type Hello, type WireStatus } from '../../src/transport/peer-wire.js';
+import { waitFor } from '../support/wait.js';
 
 export interface TestServer {
   readonly server: grpc.Server;
+  readonly listener: NodeListener;
   readonly port: number;
   readonly address: string;
+  /** Stops the port at once: the listener, the gRPC server and every connection on them. */
+  kill(): Promise<void>;
 }
 
 export interface TestNode {
@@ -30,33 +37,37 @@ export interface TestNode {
 }
 
 export class Harness {
-  private readonly servers: grpc.Server[] = [];
+  private readonly servers: TestServer[] = [];
   private readonly transports: PeerTransport[] = [];
   private readonly clients: grpc.Client[] = [];
+  private readonly sockets: net.Socket[] = [];
 
   /** Binds a server (port 0: any free port) with peer options for maxMessageBytes. */
   async bindServer(port = 0, maxMessageBytes?: number): Promise<TestServer> {
     const server = new grpc.Server(peerServerOptions(maxMessageBytes));
-    const bound = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) =>
-        err ? reject(err) : resolve(p),
-      ),
-    );
-    this.servers.push(server);
-    return { server, port: bound, address: `127.0.0.1:${bound}` };
+    const listener = new NodeListener({ grpcServer: server });
+    const bound = await listener.listen(`127.0.0.1:${port}`);
+    const kill = async (): Promise<void> => {
+      const closed = listener.close(0);
+      server.forceShutdown();
+      await closed;
+    };
+    const s: TestServer = { server, listener, port: bound, address: `127.0.0.1:${bound}`, kill };
+    this.servers.push(s);
+    return s;
   }
 
   /** A port that was free a moment ago and has nothing listening on it now. */
   async freePort(): Promise<number> {
     const s = await this.bindServer();
-    s.server.forceShutdown();
+    await s.kill();
     return s.port;
   }
 
   /** A transport registered on `server` (if given), recording what it receives and warns. */
   node(
     options: Omit<PeerTransportOptions, 'onMessage' | 'logger' | 'clusterId'> & { clusterId?: string },
-    server?: grpc.Server,
+    server?: TestServer,
   ): TestNode {
     const received: Message[] = [];
     const warnings: string[] = [];
@@ -69,7 +80,7 @@ export class Harness {
       logger: { info: () => {}, warn: (w) => warnings.push(w) },
     });
     this.transports.push(transport);
-    if (server !== undefined) transport.addToServer(server);
+    if (server !== undefined) transport.addToServer(server.server, server.listener);
     return { id: options.nodeId, transport, received, warnings };
   }
 
@@ -82,7 +93,7 @@ export class Harness {
     for (const id of ids) servers.set(id, await this.bindServer(0, extra.maxMessageBytes));
     const peers = new Map([...servers].map(([id, s]) => [id, s.address]));
     const nodes = new Map<NodeId, TestNode & TestServer>();
-    for (const [id, s] of servers) nodes.set(id, { ...s, ...this.node({ ...extra, nodeId: id, peers }, s.server) });
+    for (const [id, s] of servers) nodes.set(id, { ...s, ...this.node({ ...extra, nodeId: id, peers }, s) });
     return nodes;
   }
 
@@ -135,11 +146,25 @@ export class Harness {
     return { call, acks, status, accepted };
   }
 
-  /** Closes every transport, then every server and client. */
+  /**
+   * A bare raw peer connection to `address` (see peer-wire.ts), for sending what a PeerLink never
+   * would. Writes `first` at once: a hello, or any bytes. Nothing else is sent unless the test does.
+   */
+  rawPeer(address: string, first?: Hello | Uint8Array): RawPeer {
+    const { host, port } = parseHostPort(address);
+    const socket = net.connect({ host, port, noDelay: true });
+    this.sockets.push(socket);
+    const peer = new RawPeer(socket);
+    if (first !== undefined) socket.write(first instanceof Uint8Array ? first : encodeHello(first));
+    return peer;
+  }
+
+  /** Closes every transport, then every server, client and raw connection. */
   async stopAll(): Promise<void> {
     await Promise.all(this.transports.splice(0).map((t) => t.close()));
     for (const c of this.clients.splice(0)) c.close();
-    for (const s of this.servers.splice(0)) s.forceShutdown();
+    for (const s of this.sockets.splice(0)) s.destroy();
+    await Promise.all(this.servers.splice(0).map((s) => s.kill()));
   }
 }
 
@@ -149,6 +174,46 @@ export interface RawStream {
   readonly status: Promise<grpc.ServiceError | null>;
   /** Resolves when the server sent its headers (accepted the sender). */
   readonly accepted: Promise<void>;
+}
+
+/** The client end of a raw peer connection: what the server sent back, and when it ended. */
+export class RawPeer {
+  /** The statuses the server sent, in order: the first accepts (code 0) or refuses the connection. */
+  readonly statuses: WireStatus[] = [];
+  /** Resolves when the server ends its side with a FIN (not when the connection is reset). */
+  readonly ended: Promise<void>;
+  /** Resolves when the socket is closed, however that happened. */
+  readonly closed: Promise<void>;
+  /** The socket's error, if any (a reset shows here). */
+  error: Error | undefined;
+  /** Bytes the server sent that are not (yet) a whole status. */
+  private pending: Buffer = Buffer.alloc(0);
+
+  constructor(readonly socket: net.Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      this.pending = Buffer.concat([this.pending, chunk]);
+      for (let got = decodeStatus(this.pending); got !== undefined; got = decodeStatus(this.pending)) {
+        this.statuses.push(got.status);
+        this.pending = this.pending.subarray(got.bytes);
+      }
+    });
+    socket.on('error', (err) => {
+      this.error = err;
+    });
+    this.ended = new Promise((resolve) => socket.once('end', () => resolve()));
+    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+  }
+
+  /** Resolves with status number `n` (0: the accept or refusal), or rejects after timeoutMs. */
+  async status(n = 0, timeoutMs = 5000): Promise<WireStatus> {
+    await waitFor(() => this.statuses.length > n, timeoutMs, `status #${n} from the server`);
+    return this.statuses[n]!;
+  }
+
+  /** Writes each payload as one frame (length prefix and payload), all in one write. */
+  sendFrames(...payloads: Uint8Array[]): void {
+    this.socket.write(Buffer.concat(payloads.flatMap((p) => [frameHeader(p.length), p])));
+  }
 }
 
 export interface RawSnapshotCall {
