@@ -9,6 +9,8 @@ import type { LogLevel } from '../node/logger.js';
 import { DEFAULT_CACHE_BYTES } from '../kv/state-machine.js';
 import { DEFAULT_APPLY_DEFER_MS, MAX_APPLY_DEFER_MS } from '../node/raft-runtime.js';
 import { DEFAULT_SNAPSHOT_CHUNK_BYTES } from '../node/snapshot-transfers.js';
+import { parseHostPort } from '../transport/node-listener.js';
+import { MAX_CLUSTER_ID_BYTES, MAX_WIRE_NODE_ID } from '../transport/peer-wire.js';
 
 function int(name: string, min = 0) {
   return (v: string): number => {
@@ -31,7 +33,14 @@ export function parseMembers(s: string): Map<number, string> {
     const m = /^(\d+)=(.+:\d+)$/.exec(part);
     if (!m) throw new InvalidArgumentError(`member "${part}" is not ID=HOST:PORT`);
     const id = Number(m[1]);
-    if (!Number.isSafeInteger(id) || id < 1) throw new InvalidArgumentError(`member id in "${part}" must be a positive integer`);
+    if (!Number.isSafeInteger(id) || id < 1 || id > MAX_WIRE_NODE_ID) {
+      throw new InvalidArgumentError(`member id in "${part}" must be an integer from 1 to ${MAX_WIRE_NODE_ID} (limit MAX_WIRE_NODE_ID)`);
+    }
+    try {
+      parseHostPort(m[2]!);
+    } catch {
+      throw new InvalidArgumentError(`member "${part}": ${JSON.stringify(m[2])} is not HOST:PORT (an IPv6 host in brackets, a port up to 65535)`);
+    }
     if (out.has(id)) throw new InvalidArgumentError(`member id ${id} appears twice`);
     out.set(id, m[2]!);
   }
@@ -70,7 +79,7 @@ export function buildProgram(): Command {
         })
         .default(DEFAULT_APPLY_DEFER_MS),
     )
-    .addOption(new Option('--max-message-bytes <n>', 'limit: bytes in one gRPC message (client or peer)').argParser(int('--max-message-bytes', 4096)).default(d.maxMessageBytes))
+    .addOption(new Option('--max-message-bytes <n>', 'limit: bytes in one gRPC message or peer frame').argParser(int('--max-message-bytes', 4096)).default(d.maxMessageBytes))
     .addOption(new Option('--max-uncommitted-bytes <n>', 'limit: proposed, uncommitted bytes on the leader').argParser(int('--max-uncommitted-bytes', 1)).default(d.maxUncommittedBytes))
     .addOption(new Option('--max-inflight-messages <n>', 'limit: appends in flight to one follower').argParser(int('--max-inflight-messages', 1)).default(d.maxInflightMessages))
     .addOption(new Option('--default-timeout-ms <n>', 'deadline for requests that come without one').argParser(int('--default-timeout-ms', 1)).default(d.defaultTimeoutMs))
@@ -115,9 +124,20 @@ export function resolveConfig(program: Command): KvNodeConfig {
     throw new InvalidArgumentError('--heartbeat-ticks must be smaller than --election-timeout-ticks');
   }
   const listen = pick<string>('listen');
+  if (listen !== undefined) {
+    try {
+      parseHostPort(listen);
+    } catch {
+      throw new InvalidArgumentError(`--listen ${JSON.stringify(listen)} is not HOST:PORT (an IPv6 host in brackets, a port up to 65535)`);
+    }
+  }
+  const clusterId = pick<string>('clusterId')!;
+  if (clusterId.length === 0 || Buffer.byteLength(clusterId) > MAX_CLUSTER_ID_BYTES) {
+    throw new InvalidArgumentError(`--cluster-id must be 1 to ${MAX_CLUSTER_ID_BYTES} bytes (limit MAX_CLUSTER_ID_BYTES)`);
+  }
   return {
     nodeId: id,
-    clusterId: pick<string>('clusterId')!,
+    clusterId,
     members,
     ...(listen ? { listen } : {}),
     dataDir,

@@ -1,5 +1,6 @@
 // A raftkv node: the Raft core driven by RaftRuntime, its log and data in one LevelDB (NodeStore +
-// KvStateMachine), peers over PeerTransport, and the KV API, all on one gRPC server: clients and
+// KvStateMachine), peers over PeerTransport, and the KV API on a gRPC server, all on one port (a
+// NodeListener hands raw peer connections to the transport, everything else to gRPC): clients and
 // peers share the node's single address.
 
 import { randomInt } from 'node:crypto';
@@ -58,7 +59,7 @@ export interface KvNodeConfig {
   readonly maxPendingProposals: number;
   /** Limit: reads waiting on this node. */
   readonly maxPendingReads: number;
-  /** Limit: bytes of one gRPC message, client or peer. */
+  /** Limit: bytes of one gRPC message (client or snapshot chunk) and of one peer frame. */
   readonly maxMessageBytes: number;
   /** Limit: bytes of key records cached in memory for reads and applies (0: none). Default 64 MiB. */
   readonly cacheBytes?: number;

@@ -18,7 +18,7 @@ import type { Message, NodeId } from '../raft/types.js';
 import type { Backoff } from './backoff.js';
 import { encodeBatch, MAX_BATCH_HEADER_BYTES } from './codec.js';
 import { parseHostPort } from './node-listener.js';
-import { decodeStatus, encodeHello, frameHeader, MAX_STATUS_DETAILS_BYTES, PeerWireError, STATUS_HEADER_BYTES } from './peer-wire.js';
+import { decodeStatus, encodeHello, frameHeader, PEER_WIRE_VERSION, PeerWireError, REPLY_PREFIX } from './peer-wire.js';
 import { RingQueue } from './ring-queue.js';
 import type { TransportLogger } from './logger.js';
 
@@ -36,9 +36,9 @@ export interface PeerLinkOptions {
   readonly maxQueueBytes: number;
   readonly connectTimeoutMs: number;
   readonly closeTimeoutMs: number;
-  /** TCP keepalive probes start after the connection is idle this long. */
+  /** The peer sends a keepalive this often... */
   readonly keepaliveTimeMs: number;
-  /** A frame that the kernel has not taken within keepaliveTimeMs + this ends the connection. */
+  /** ...and a connection that brings nothing for keepaliveTimeMs + this is ended. */
   readonly keepaliveTimeoutMs: number;
   readonly backoff: Backoff;
   readonly logger: TransportLogger;
@@ -57,6 +57,8 @@ export interface OutgoingCounters {
   droppedOversize: number;
   droppedLinkFilter: number;
   droppedStreamBroken: number;
+  /** Keepalives the peer sent on accepted connections. */
+  keepalivesReceived: number;
 }
 
 interface Queued {
@@ -69,8 +71,16 @@ interface Queued {
 interface Attempt {
   readonly socket: net.Socket;
   accepted: boolean;
-  /** Bytes from the peer not parsed yet: its status, and after it, at most one closing status. */
+  /** We ended it (or it closed): nothing more is written, and a write in flight is lost. */
+  dead: boolean;
+  /** The reply's prefix (magic and version) has arrived. */
+  prefixSeen: boolean;
+  /** A frame was written on it. */
+  carried?: boolean;
+  /** Bytes from the peer not parsed yet. */
   received: Buffer;
+  /** Ends the connection when the peer stays silent too long; refreshed by everything it sends. */
+  liveness: NodeJS.Timeout | undefined;
   /** Why the attempt ended: our own reason, or the peer's closing status. */
   endReason?: string;
 }
@@ -84,6 +94,7 @@ export class PeerLink {
     droppedOversize: 0,
     droppedLinkFilter: 0,
     droppedStreamBroken: 0,
+    keepalivesReceived: 0,
   };
   private readonly queue: RingQueue<Queued>;
   /** Invariant: the sum of `bytes` over the queue; <= maxQueueBytes. */
@@ -188,9 +199,8 @@ export class PeerLink {
     this.state = 'connecting';
     this.counters.connectAttempts++;
     const socket = net.connect({ host: this.target.host, port: this.target.port, noDelay: true });
-    const attempt: Attempt = { socket, accepted: false, received: Buffer.alloc(0) };
+    const attempt: Attempt = { socket, accepted: false, dead: false, prefixSeen: false, received: Buffer.alloc(0), liveness: undefined };
     this.attempt = attempt;
-    socket.setKeepAlive(true, this.o.keepaliveTimeMs);
     socket.on('connect', () => {
       if (this.attempt !== attempt) return;
       socket.write(encodeHello({ from: this.o.localId, to: this.o.peerId, clusterId: this.o.clusterId }));
@@ -201,23 +211,40 @@ export class PeerLink {
     });
     // The peer closing its side ends the attempt: it sends nothing but statuses, and a half-open
     // connection is no use to us.
-    socket.on('end', () => socket.destroy());
+    socket.on('end', () => this.kill(attempt, 'the peer closed the connection'));
     socket.on('close', () => this.onClose(attempt));
     this.timer = setTimeout(() => {
       this.timer = undefined;
       if (this.attempt !== attempt || attempt.accepted) return;
-      attempt.endReason = `not accepted within connectTimeoutMs=${this.o.connectTimeoutMs}`;
-      socket.destroy();
+      this.kill(attempt, `not accepted within connectTimeoutMs=${this.o.connectTimeoutMs}`);
     }, this.o.connectTimeoutMs);
   }
 
-  /** The peer's status (accepted, or why not), then at most one more status before it closes. */
+  /** Ends an attempt at once; a frame being written counts as lost. */
+  private kill(attempt: Attempt, reason: string): void {
+    attempt.endReason ??= reason;
+    attempt.dead = true;
+    if (attempt.liveness !== undefined) clearTimeout(attempt.liveness);
+    attempt.socket.destroy();
+  }
+
+  /** The peer's reply: the prefix, its status (accepted, or why not), keepalives, a closing status. */
   private onData(attempt: Attempt, chunk: Buffer): void {
-    if (this.attempt !== attempt) return;
+    if (this.attempt !== attempt || attempt.dead) return;
+    attempt.liveness?.refresh();
     attempt.received = attempt.received.length === 0 ? chunk : Buffer.concat([attempt.received, chunk]);
-    if (attempt.received.length > 2 * (STATUS_HEADER_BYTES + MAX_STATUS_DETAILS_BYTES)) {
-      attempt.endReason = 'the peer sent more than its statuses';
-      return void attempt.socket.destroy();
+    if (!attempt.prefixSeen) {
+      const n = Math.min(attempt.received.length, REPLY_PREFIX.length);
+      if (!attempt.received.subarray(0, n).equals(REPLY_PREFIX.subarray(0, n))) {
+        return this.kill(
+          attempt,
+          `the peer at ${this.o.address} does not speak the raw peer wire (version ${PEER_WIRE_VERSION}): a raftkv node ` +
+            `from before it (every node of a cluster must run the same version), or not raftkv`,
+        );
+      }
+      if (n < REPLY_PREFIX.length) return;
+      attempt.prefixSeen = true;
+      attempt.received = attempt.received.subarray(REPLY_PREFIX.length);
     }
     for (;;) {
       let got;
@@ -225,18 +252,14 @@ export class PeerLink {
         got = decodeStatus(attempt.received);
       } catch (e) {
         if (!(e instanceof PeerWireError)) throw e;
-        attempt.endReason = `the peer sent a malformed status: ${e.message}`;
-        return void attempt.socket.destroy();
+        return this.kill(attempt, `the peer sent a malformed status: ${e.message}`);
       }
       if (got === undefined) return;
       attempt.received = attempt.received.subarray(got.bytes);
       const { code, details } = got.status;
-      if (code === 0 && !attempt.accepted) {
-        this.onAccepted(attempt);
-        continue;
-      }
-      attempt.endReason = `${statusName(code)}: ${details}`;
-      return void attempt.socket.destroy();
+      if (code !== 0) return this.kill(attempt, `${statusName(code)}: ${details}`);
+      if (!attempt.accepted) this.onAccepted(attempt);
+      else this.counters.keepalivesReceived++; // the refresh above was its point
     }
   }
 
@@ -245,17 +268,12 @@ export class PeerLink {
     attempt.accepted = true;
     this.state = 'connected';
     this.clearTimer();
-    this.o.backoff.reset();
-    // The kernel takes a frame at once unless the peer stopped reading: it vanished without a FIN,
-    // or hangs. The socket's idle timer (reset by every read and write) catches a frame stuck that long.
-    const stallMs = this.o.keepaliveTimeMs + this.o.keepaliveTimeoutMs;
-    // ('timeout' fires on every idle period, and only a stuck frame makes it fatal.)
-    attempt.socket.setTimeout(stallMs);
-    attempt.socket.on('timeout', () => {
-      if (this.attempt !== attempt || this.writingMessages === 0) return;
-      attempt.endReason = `a frame was not taken within keepaliveTimeMs + keepaliveTimeoutMs = ${stallMs} ms`;
-      attempt.socket.destroy();
-    });
+    // The peer sends a keepalive every keepaliveTimeMs: silence for longer than that plus
+    // keepaliveTimeoutMs means it vanished without a FIN (a partition, a host down) or hangs.
+    const deadMs = this.o.keepaliveTimeMs + this.o.keepaliveTimeoutMs;
+    attempt.liveness = setTimeout(() => {
+      if (this.attempt === attempt) this.kill(attempt, `nothing from the peer within keepaliveTimeMs + keepaliveTimeoutMs = ${deadMs} ms`);
+    }, deadMs);
     if (this.lastError !== undefined) this.o.logger.info(`peer ${this.o.peerId}: connected to ${this.o.address}`);
     this.lastError = undefined;
     this.flush();
@@ -264,6 +282,8 @@ export class PeerLink {
   private onClose(attempt: Attempt): void {
     if (this.attempt !== attempt) return;
     this.attempt = undefined;
+    attempt.dead = true;
+    if (attempt.liveness !== undefined) clearTimeout(attempt.liveness);
     this.clearTimer();
     this.counters.droppedStreamBroken += this.writingMessages;
     this.writingMessages = 0;
@@ -297,7 +317,7 @@ export class PeerLink {
   /** Writes one frame of queued messages, if connected and no write is in flight. */
   private flush(): void {
     const attempt = this.attempt;
-    if (this.state !== 'connected' || attempt === undefined || this.writingMessages > 0) return;
+    if (this.state !== 'connected' || attempt === undefined || attempt.dead || this.writingMessages > 0) return;
     const batch: Message[] = [];
     let payloadBytes = MAX_BATCH_HEADER_BYTES;
     const allowed = this.o.allows(this.o.localId, this.o.peerId);
@@ -324,12 +344,19 @@ export class PeerLink {
       if (this.attempt !== attempt) return; // onClose counted the frame as lost
       const n = this.writingMessages;
       this.writingMessages = 0;
-      if (err) {
+      // A socket we destroyed calls back without an error: its frame did not leave either.
+      if (err || attempt.dead || socket.destroyed) {
         this.counters.droppedStreamBroken += n;
         return; // the socket closes too, and onClose reconnects
       }
       this.counters.sentMessages += n;
       this.counters.sentFrames++;
+      // Only a connection that carried a frame earns a fresh backoff: a peer that accepts and then
+      // ends at once is retried at growing delays.
+      if (!attempt.carried) {
+        attempt.carried = true;
+        this.o.backoff.reset();
+      }
       this.flush();
     });
     socket.uncork();

@@ -96,7 +96,7 @@ export const METADATA_TO_NODE = 'raftkv-to-node';
  */
 export const PEER_FRAME_OVERHEAD_BYTES = 6;
 
-/** Default limit on one peer frame (one gRPC message), in bytes. */
+/** Default limit on one peer frame (a raw frame's payload, or one gRPC message), in bytes. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
 /**

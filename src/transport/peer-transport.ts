@@ -13,7 +13,8 @@
 //   transport.addToServer(server, listener);
 //   await listener.listen(listenAddress);
 //   ... transport.send(ready.messages) ... transport.send(ready.messagesAfterPersist) ...
-//   await transport.close(); await listener.close(); server.tryShutdown(...);   // peer connections are long-lived
+//   await transport.close();            // first: peer connections are long-lived
+//   const closed = listener.close(); server.tryShutdown(...); await closed;
 //
 // Snapshots do not travel on the peer stream (send() refuses a Snap message): the leader's node
 // streams one with sendSnapshot() over an InstallSnapshot call of its own, with flow control (see
@@ -29,7 +30,7 @@ import { decodeBatch, encodedMessageBytes, MalformedFrameError } from './codec.j
 import { silentLogger, type TransportLogger } from './logger.js';
 import type { NodeListener } from './node-listener.js';
 import { PeerLink } from './peer-link.js';
-import { decodeHello, encodeStatus, FrameDecoder, PeerWireError } from './peer-wire.js';
+import { decodeHello, encodeReply, encodeStatus, FrameDecoder, MAX_CLUSTER_ID_BYTES, MAX_WIRE_NODE_ID, PeerWireError } from './peer-wire.js';
 import {
   DEFAULT_MAX_MESSAGE_BYTES,
   METADATA_CLUSTER_ID,
@@ -69,6 +70,7 @@ export const DEFAULT_MAX_SNAPSHOT_CHUNKS_IN_FLIGHT = 4;
 export const DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
 export const DEFAULT_SNAPSHOT_IDLE_TIMEOUT_MS = 30_000;
 export const DEFAULT_MAX_SNAPSHOT_TRANSFERS = 2;
+const KEEPALIVE = encodeStatus({ code: 0, details: '' });
 /** Limit: raw peer connections waiting for their hello (each for at most connectTimeoutMs). */
 export const MAX_PENDING_HELLOS = 64;
 
@@ -82,7 +84,7 @@ export interface PeerTransportOptions {
   readonly clusterId: string;
   /** Every peer's address ("host:port"). An entry for nodeId itself is ignored. */
   readonly peers: ReadonlyMap<NodeId, string>;
-  /** Limit: bytes of one frame (one gRPC message). Default DEFAULT_MAX_MESSAGE_BYTES (4 MiB). */
+  /** Limit: bytes of one frame's payload (or one gRPC message). Default DEFAULT_MAX_MESSAGE_BYTES (4 MiB). */
   readonly maxMessageBytes?: number;
   /** Limit: messages queued for one peer. Default DEFAULT_MAX_QUEUE_MESSAGES (4096). */
   readonly maxQueueMessages?: number;
@@ -97,12 +99,16 @@ export interface PeerTransportOptions {
    * not sent its hello by then is closed. Default 5000 ms.
    */
   readonly connectTimeoutMs?: number;
-  /** close() waits this long for each peer to acknowledge the end of a stream. Default 1000 ms. */
+  /**
+   * close() waits this long for each peer to acknowledge the end of a connection, and an incoming
+   * connection this node ended is destroyed after it. Default 1000 ms.
+   */
   readonly closeTimeoutMs?: number;
   /**
-   * Outgoing peer connections: TCP keepalive probes after keepaliveTimeMs idle, and a frame the
-   * kernel has not taken within keepaliveTimeMs + keepaliveTimeoutMs ends the connection. Snapshot
-   * calls: gRPC keepalive pings. Defaults 10000 ms and 5000 ms.
+   * Peer connections: the accepting node sends a keepalive every keepaliveTimeMs, and the sending
+   * node ends a connection that brings nothing for keepaliveTimeMs + keepaliveTimeoutMs (every node
+   * is assumed to use the same values). Snapshot calls: gRPC keepalive pings. Defaults 10000 ms and
+   * 5000 ms.
    */
   readonly keepaliveTimeMs?: number;
   readonly keepaliveTimeoutMs?: number;
@@ -184,7 +190,7 @@ export interface PeerStats {
   readonly inboundConnected: boolean;
   readonly queuedMessages: number;
   readonly queuedBytes: number;
-  /** Messages handed to gRPC (written to the stream; not a proof of delivery). */
+  /** Messages the kernel took (written to the connection; not a proof of delivery). */
   readonly sentMessages: number;
   readonly sentFrames: number;
   /** Messages delivered to the handler. */
@@ -192,8 +198,10 @@ export interface PeerStats {
   readonly receivedFrames: number;
   /** Incoming frames that did not decode (each ended its stream). */
   readonly malformedFrames: number;
-  /** Outgoing streams opened, successful or not. */
+  /** Outgoing connections opened, successful or not. */
   readonly connectAttempts: number;
+  /** Keepalives the peer sent on this node's connections to it. */
+  readonly keepalivesReceived: number;
   readonly dropped: DropCounts;
   readonly snapshots: SnapshotStats;
   /** Why the last outgoing stream failed; cleared when one is accepted. */
@@ -281,8 +289,12 @@ export class PeerTransport {
       return v;
     };
     this.nodeId = positiveInt(o.nodeId, 'nodeId');
+    if (this.nodeId > MAX_WIRE_NODE_ID) throw new RangeError(`PeerTransport: nodeId ${this.nodeId} is over the limit (limit MAX_WIRE_NODE_ID=${MAX_WIRE_NODE_ID})`);
     if (typeof o.clusterId !== 'string' || o.clusterId.length === 0) {
       throw new RangeError('PeerTransport: clusterId must be a non-empty string');
+    }
+    if (Buffer.byteLength(o.clusterId) > MAX_CLUSTER_ID_BYTES) {
+      throw new RangeError(`PeerTransport: clusterId of ${Buffer.byteLength(o.clusterId)} bytes is over the limit (limit MAX_CLUSTER_ID_BYTES=${MAX_CLUSTER_ID_BYTES})`);
     }
     this.clusterId = o.clusterId;
     this.maxMessageBytes = positiveInt(o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES, 'maxMessageBytes', MIN_MAX_MESSAGE_BYTES);
@@ -327,6 +339,7 @@ export class PeerTransport {
     for (const [id, address] of o.peers) {
       if (id === this.nodeId) continue;
       positiveInt(id, 'a peer id');
+      if (id > MAX_WIRE_NODE_ID) throw new RangeError(`PeerTransport: peer id ${id} is over the limit (limit MAX_WIRE_NODE_ID=${MAX_WIRE_NODE_ID})`);
       if (typeof address !== 'string' || address.length === 0) throw new RangeError(`PeerTransport: peer ${id} has no address`);
       const link = new PeerLink({
         localId: this.nodeId,
@@ -586,6 +599,7 @@ export class PeerTransport {
         receivedFrames: inc.receivedFrames,
         malformedFrames: inc.malformedFrames,
         connectAttempts: out.connectAttempts,
+        keepalivesReceived: out.keepalivesReceived,
         dropped: {
           queueFull: out.droppedQueueFull,
           oversize: out.droppedOversize,
@@ -747,15 +761,20 @@ export class PeerTransport {
       this.logger.warn(`refused a peer connection from ${remote}: ${status.details}`);
       endSocket(status);
     };
+    /** The reply's first status carries its prefix: it tells the sender it reached this wire. */
+    let replied = false;
+    let keepalive: NodeJS.Timeout | undefined;
     const endSocket = (status: StatusError | null | undefined): void => {
       clearTimeout(helloTimer);
+      if (keepalive !== undefined) clearInterval(keepalive);
       if (helloCounted) this.pendingHellos--;
       helloCounted = false;
       socket.off('data', onData);
       if (status === undefined || socket.destroyed) return void socket.destroy();
       // The peer closes its side when it reads the status (or the end); do not wait on it forever.
       if (status === null) socket.end();
-      else socket.end(encodeStatus(status));
+      else socket.end(replied ? encodeStatus(status) : encodeReply(status));
+      replied = true;
       setTimeout(() => socket.destroy(), this.closeTimeoutMs).unref();
     };
     const onData = (chunk: Buffer): void => {
@@ -772,7 +791,9 @@ export class PeerTransport {
         }
         for (const p of payloads) {
           if (stream.done) return;
-          this.onPayload(stream, p);
+          // A payload that shares its socket read with other frames is copied: the log holds entry
+          // data as views of it, which would keep the whole read (up to 64 KiB) alive.
+          this.onPayload(stream, p.byteLength === p.buffer.byteLength ? p : new Uint8Array(p));
         }
         if (tooLong !== undefined) this.endInbound(stream, { code: grpc.status.RESOURCE_EXHAUSTED, details: tooLong.message });
         return;
@@ -798,7 +819,11 @@ export class PeerTransport {
       stream = { peer, done: false, finish: endSocket };
       peer.inbound = stream;
       decoder = new FrameDecoder(this.maxMessageBytes);
-      socket.write(encodeStatus({ code: 0, details: '' }));
+      socket.write(encodeReply({ code: 0, details: '' }));
+      replied = true;
+      // Proof of life for the sender, which ends a connection that stays silent too long.
+      keepalive = setInterval(() => socket.write(KEEPALIVE), this.keepaliveTimeMs);
+      keepalive.unref();
       const rest = received.subarray(got.bytes);
       received = Buffer.alloc(0);
       if (rest.length > 0) onData(rest);
@@ -808,11 +833,13 @@ export class PeerTransport {
       this.connectTimeoutMs,
     );
     socket.setNoDelay(true);
-    // A sender that vanished without a FIN is found by keepalive probes, or replaced when it reconnects.
+    // A sender that vanished without a FIN is found by TCP keepalive probes (it sends nothing for
+    // long only when it has nothing to say), or replaced when it reconnects.
     socket.setKeepAlive(true, this.keepaliveTimeMs);
     socket.on('error', () => {}); // 'close' follows
     socket.on('close', () => {
       clearTimeout(helloTimer);
+      if (keepalive !== undefined) clearInterval(keepalive);
       if (helloCounted) this.pendingHellos--;
       helloCounted = false;
       if (stream !== undefined) this.endInbound(stream, undefined);

@@ -1,26 +1,32 @@
 // The raw TCP form of the peer stream: what a node sends on a plain TCP connection to a peer's
 // address to carry Raft messages, instead of a gRPC client stream. It shares the port with gRPC:
 // the listener (peer-listener.ts) reads the first bytes of each connection and hands anything that
-// does not start with PEER_WIRE_MAGIC to the gRPC server. It exists because a gRPC stream message
-// costs several times what a socket write does when messages come one per wake-up, as they do at
-// one client (bench/grpc-floor.ts).
+// does not start with PEER_WIRE_MAGIC to the gRPC server (node-listener.ts). It exists because a
+// gRPC stream message costs several times what a socket write does when messages come one per
+// wake-up, as they do at one client (bench/grpc-floor.ts).
 //
-//   connection = hello  status  frame*         (the connecting node sends hello and frames; the
-//                                                accepting node sends one status, and may send one
-//                                                more status just before it closes)
+//   the connecting node sends     hello  frame*
+//   the accepting node sends      magic:"RKVP"  version:u8 (= 1)  status  keepalive*  [status]
 //   hello      = magic:"RKVP"  version:u8 (= 1)  bodyLength:u16  body
 //   body       = from:u32  to:u32  clusterIdLength:u16  clusterId (UTF-8)
 //   status     = code:u8 (0 accepted, else a gRPC status code)  detailsLength:u16  details (UTF-8)
+//   keepalive  = a status with code 0, every keepaliveTimeMs: the sender's proof that the peer lives
 //   frame      = payloadLength:u32  payload     (a codec batch, see codec.ts)
 //
-// Every integer is big-endian. Frames flow one way only; Raft's answers travel on the answering
-// node's own connection. A payload longer than the receiver's maxMessageBytes ends the connection.
+// The first status says accepted or refused; a later status with a code other than 0 says why the
+// accepting node ends the connection. Every integer is big-endian. Frames flow one way only; Raft's
+// answers travel on the answering node's own connection. A payload longer than the receiver's
+// maxMessageBytes ends the connection. A reply that does not open with the magic and version comes
+// from something that does not speak this wire (a node from before it, whose gRPC server answers
+// with HTTP/2), and the sender says so.
 
 /** The first bytes of a peer connection. An HTTP/2 client preface starts "PRI ", so they never clash. */
 export const PEER_WIRE_MAGIC = Buffer.from('RKVP', 'latin1');
 export const PEER_WIRE_VERSION = 1;
 /** magic, version, bodyLength. */
 export const HELLO_HEADER_BYTES = PEER_WIRE_MAGIC.length + 1 + 2;
+/** What the accepting node's reply opens with: the magic and the version. */
+export const REPLY_PREFIX: Buffer = Buffer.concat([PEER_WIRE_MAGIC, Buffer.from([PEER_WIRE_VERSION])]);
 /** Limit on a hello's body: two ids, a length and a cluster id of at most MAX_CLUSTER_ID_BYTES. */
 export const MAX_CLUSTER_ID_BYTES = 1024;
 export const MAX_HELLO_BODY_BYTES = 4 + 4 + 2 + MAX_CLUSTER_ID_BYTES;
@@ -136,6 +142,11 @@ export function decodeStatus(buf: Uint8Array): { status: WireStatus; bytes: numb
   // Invalid UTF-8 in details is replaced, not refused: they are only ever logged.
   const details = b.toString('utf8', STATUS_HEADER_BYTES, STATUS_HEADER_BYTES + length);
   return { status: { code: b[0]!, details }, bytes: STATUS_HEADER_BYTES + length };
+}
+
+/** The accepting node's first status, with the reply's prefix. */
+export function encodeReply(s: WireStatus): Buffer {
+  return Buffer.concat([REPLY_PREFIX, encodeStatus(s)]);
 }
 
 /** A frame's 4-byte length prefix. */

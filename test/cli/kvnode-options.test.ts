@@ -26,3 +26,22 @@ describe('kvnode --apply-defer-ms', () => {
     expect(() => parse(['--apply-defer-ms', '-1'])).toThrow('--apply-defer-ms must be an integer >= 0');
   });
 });
+
+describe('kvnode addresses and ids', () => {
+  it('refuses members, --listen and --cluster-id that the peer wire cannot carry, naming the limit', () => {
+    const program = (args: string[]): ReturnType<typeof resolveConfig> => {
+      const p = buildProgram()
+        .exitOverride()
+        .configureOutput({ writeErr: () => undefined, writeOut: () => undefined });
+      p.parse([...args, '--data-dir', '/nonexistent/kvnode-options-test'], { from: 'user' });
+      return resolveConfig(p);
+    };
+    expect(() => program(['--id', '1', '--members', '1=127.0.0.1:7001,4294967296=127.0.0.1:7002'])).toThrow(/MAX_WIRE_NODE_ID/);
+    expect(() => program(['--id', '1', '--members', '1=127.0.0.1:99999'])).toThrow(/is not HOST:PORT/);
+    expect(() => program(['--id', '1', '--members', '1=::1:7001'])).toThrow(/is not HOST:PORT/);
+    expect(program(['--id', '1', '--members', '1=[::1]:7001']).members.get(1)).toBe('[::1]:7001');
+    expect(() => parse(['--listen', 'localhost'])).toThrow(/--listen "localhost" is not HOST:PORT/);
+    expect(() => parse(['--cluster-id', 'x'.repeat(1025)])).toThrow(/MAX_CLUSTER_ID_BYTES/);
+    expect(parse(['--listen', '0.0.0.0:7001']).listen).toBe('0.0.0.0:7001');
+  });
+});

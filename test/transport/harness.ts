@@ -17,7 +17,7 @@ import {
   type SnapshotChunkPb,
   streamMethod,
 } from '../../src/transport/peer-service.js';
-import { decodeStatus, encodeHello, frameHeader, type Hello, type WireStatus } from '../../src/transport/peer-wire.js';
+import { decodeStatus, encodeHello, frameHeader, REPLY_PREFIX, type Hello, type WireStatus } from '../../src/transport/peer-wire.js';
 import { waitFor } from '../support/wait.js';
 
 export interface TestServer {
@@ -188,10 +188,20 @@ export class RawPeer {
   error: Error | undefined;
   /** Bytes the server sent that are not (yet) a whole status. */
   private pending: Buffer = Buffer.alloc(0);
+  private prefixSeen = false;
 
   constructor(readonly socket: net.Socket) {
     socket.on('data', (chunk: Buffer) => {
       this.pending = Buffer.concat([this.pending, chunk]);
+      if (!this.prefixSeen) {
+        // The reply opens with the magic and the version, before its first status.
+        if (this.pending.length < REPLY_PREFIX.length) return;
+        if (!this.pending.subarray(0, REPLY_PREFIX.length).equals(REPLY_PREFIX)) {
+          throw new Error(`the reply does not open with RKVP and the version: ${this.pending.toString('hex')}`);
+        }
+        this.prefixSeen = true;
+        this.pending = this.pending.subarray(REPLY_PREFIX.length);
+      }
       for (let got = decodeStatus(this.pending); got !== undefined; got = decodeStatus(this.pending)) {
         this.statuses.push(got.status);
         this.pending = this.pending.subarray(got.bytes);

@@ -12,9 +12,11 @@ import { encodeBatch } from '../../src/transport/codec.js';
 import { NodeListener } from '../../src/transport/node-listener.js';
 import {
   encodeHello,
+  encodeStatus,
   frameHeader,
   HELLO_HEADER_BYTES,
   PEER_WIRE_MAGIC,
+  REPLY_PREFIX,
   type Hello,
   type WireStatus,
 } from '../../src/transport/peer-wire.js';
@@ -447,4 +449,66 @@ describe('the edges of a frame stream', () => {
     expect(raw.statuses.map((s) => s.code)).toEqual([0, grpc.status.INVALID_ARGUMENT]);
     expect(b.transport.stats().peers.get(1)!.malformedFrames).toBe(1);
   }, TEST_MS);
+});
+
+describe('the sending side of the raw peer wire (PeerLink)', () => {
+  it('says so, and counts nothing as sent, when the peer answers with something else (a node before the wire)', async () => {
+    // A node from before the raw wire: a plain gRPC server on the port, which answers with HTTP/2.
+    const old = new grpc.Server();
+    const port = await new Promise<number>((resolve, reject) =>
+      old.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    cleanups.push(async () => old.forceShutdown());
+    const a = h.node({ nodeId: 1, peers: new Map([[2, `127.0.0.1:${port}`]]) });
+    a.transport.send(range(1, 5).map((i) => heartbeat(1, 2, i)));
+    await waitFor(() => a.transport.stats().peers.get(2)!.connectAttempts >= 2, 5000, 'a second attempt');
+    const s = a.transport.stats().peers.get(2)!;
+    expect(s.connected).toBe(false);
+    expect(s.sentMessages).toBe(0);
+    expect(s.queuedMessages).toBe(5);
+    expect(s.lastError).toMatch(/does not speak the raw peer wire/);
+  }, TEST_MS);
+
+  it('ends a connection that brings no keepalive for keepaliveTimeMs + keepaliveTimeoutMs, and reconnects', async () => {
+    // Accepts like a node, then goes silent: what a partition or a vanished host looks like.
+    const sockets: net.Socket[] = [];
+    const silent = net.createServer((socket) => {
+      sockets.push(socket);
+      socket.once('data', () => socket.write(Buffer.concat([REPLY_PREFIX, encodeStatus({ code: 0, details: '' })])));
+      socket.on('error', () => {});
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    cleanups.push(async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    });
+    const { port } = silent.address() as net.AddressInfo;
+    const a = h.node({ nodeId: 1, peers: new Map([[2, `127.0.0.1:${port}`]]), keepaliveTimeMs: 100, keepaliveTimeoutMs: 100 });
+    a.transport.send([heartbeat(1, 2, 1)]);
+    await waitFor(() => a.transport.stats().peers.get(2)!.sentMessages === 1, 5000, 'the first message');
+    await waitFor(() => !a.transport.stats().peers.get(2)!.connected, 5000, 'the silent connection to end');
+    expect(a.transport.stats().peers.get(2)!.lastError).toMatch(/nothing from the peer within keepaliveTimeMs \+ keepaliveTimeoutMs = 200 ms/);
+    // The next message opens a new connection.
+    a.transport.send([heartbeat(1, 2, 2)]);
+    await waitFor(() => a.transport.stats().peers.get(2)!.connectAttempts === 2, 5000, 'a reconnect');
+  }, TEST_MS);
+
+  it('keeps a connection to a live peer open across many keepalive periods', async () => {
+    const nodes = await h.cluster([1, 2], { keepaliveTimeMs: 50, keepaliveTimeoutMs: 50 });
+    const a = nodes.get(1)!;
+    const b = nodes.get(2)!;
+    a.transport.send([heartbeat(1, 2, 1)]);
+    await waitFor(() => b.received.length === 1, 5000, 'the first message');
+    // Ten keepalive periods with no traffic from node 1: only node 2's keepalives keep it alive.
+    await waitFor(() => a.transport.stats().peers.get(2)!.keepalivesReceived >= 10, 5000, 'ten keepalives');
+    a.transport.send([heartbeat(1, 2, 2)]);
+    await waitFor(() => b.received.length === 2, 5000, 'the second message');
+    expect(a.transport.stats().peers.get(2)!.connectAttempts).toBe(1);
+  }, TEST_MS);
+
+  it('refuses node ids and cluster ids the hello cannot carry when the transport is built', () => {
+    expect(() => h.node({ nodeId: 2 ** 32, peers: new Map() })).toThrow(/MAX_WIRE_NODE_ID=4294967295/);
+    expect(() => h.node({ nodeId: 1, peers: new Map([[2 ** 32, '127.0.0.1:1']]) })).toThrow(/MAX_WIRE_NODE_ID/);
+    expect(() => h.node({ nodeId: 1, clusterId: 'x'.repeat(1025), peers: new Map() })).toThrow(/MAX_CLUSTER_ID_BYTES=1024/);
+  });
 });
