@@ -18,13 +18,24 @@ export interface NodeListenerOptions {
   readonly grpcServer: grpc.Server;
   /** A connection that sends fewer than 4 bytes in this long is closed. Default 10,000 ms. */
   readonly firstBytesTimeoutMs?: number;
-  /** Limit: connections whose first bytes have not arrived yet. Beyond it new ones are closed. Default 256. */
+  /**
+   * Limit: connections whose first bytes have not arrived yet. A new one beyond it closes the oldest,
+   * so silent connections cannot lock clients and peers out (theirs arrive at once). Default 256.
+   */
   readonly maxPendingConnections?: number;
   readonly logger?: TransportLogger;
 }
 
 export const DEFAULT_FIRST_BYTES_TIMEOUT_MS = 10_000;
 export const DEFAULT_MAX_PENDING_CONNECTIONS = 256;
+
+/** What the listener closed before sorting, since it started. */
+export interface ListenerCounters {
+  /** Sent fewer than 4 bytes within firstBytesTimeoutMs. */
+  firstBytesTimeouts: number;
+  /** Closed to make room under maxPendingConnections. */
+  evictedPending: number;
+}
 
 /** "host:port", "[v6]:port": the host (without brackets) and the port; throws RangeError otherwise. */
 export function parseHostPort(address: string): { host: string; port: number } {
@@ -45,7 +56,9 @@ export class NodeListener {
   private readonly firstBytesTimeoutMs: number;
   private readonly maxPendingConnections: number;
   private readonly logger: TransportLogger;
-  private loggedPendingLimit = false;
+  /** The pending limit was hit since the pending set was last empty: logs once per such episode. */
+  private evictingSinceEmpty = false;
+  readonly counters: ListenerCounters = { firstBytesTimeouts: 0, evictedPending: 0 };
   private closed = false;
   /** The bound port, once listen() resolved. */
   port = 0;
@@ -104,14 +117,19 @@ export class NodeListener {
     this.open.add(socket);
     socket.once('close', () => this.open.delete(socket));
     if (this.pending.size >= this.maxPendingConnections) {
-      if (!this.loggedPendingLimit) {
-        this.loggedPendingLimit = true;
+      // A Set iterates in insertion order: the first is the oldest.
+      const oldest = this.pending.values().next().value!;
+      this.pending.delete(oldest);
+      oldest.destroy();
+      this.counters.evictedPending++;
+      if (!this.evictingSinceEmpty) {
+        this.evictingSinceEmpty = true;
         this.logger.warn(
-          `closed a connection from ${socket.remoteAddress}:${socket.remotePort}: ${this.pending.size} connections have not ` +
-            `sent their first bytes yet (limit maxPendingConnections=${this.maxPendingConnections}); further ones are not logged`,
+          `${this.maxPendingConnections} connections have not sent their first bytes (limit ` +
+            `maxPendingConnections=${this.maxPendingConnections}); closing the oldest to make room, ` +
+            `logged again only after they drain (count: counters.evictedPending)`,
         );
       }
-      return void socket.destroy();
     }
     this.pending.add(socket);
     const chunks: Buffer[] = [];
@@ -122,6 +140,7 @@ export class NodeListener {
       socket.off('close', onClose);
       socket.off('error', onClose);
       this.pending.delete(socket);
+      if (this.pending.size === 0) this.evictingSinceEmpty = false;
     };
     const onClose = (): void => done();
     const onData = (chunk: Buffer): void => {
@@ -143,6 +162,7 @@ export class NodeListener {
     };
     const timer = setTimeout(() => {
       done();
+      this.counters.firstBytesTimeouts++;
       socket.destroy();
     }, this.firstBytesTimeoutMs);
     socket.on('data', onData);

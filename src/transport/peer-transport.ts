@@ -71,7 +71,10 @@ export const DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES = 1024 * 1024;
 export const DEFAULT_SNAPSHOT_IDLE_TIMEOUT_MS = 30_000;
 export const DEFAULT_MAX_SNAPSHOT_TRANSFERS = 2;
 const KEEPALIVE = encodeStatus({ code: 0, details: '' });
-/** Limit: raw peer connections waiting for their hello (each for at most connectTimeoutMs). */
+/**
+ * Limit: raw peer connections waiting for their hello (each for at most connectTimeoutMs). A new one
+ * beyond it closes the oldest.
+ */
 export const MAX_PENDING_HELLOS = 64;
 
 /** Whether a message from `from` to `to` may pass. Test-only: see PeerTransport.setLinkFilter. */
@@ -279,8 +282,11 @@ export class PeerTransport {
   private droppedUnknownPeerMessages = 0;
   private readonly loggedUnknownPeers = new Set<NodeId>();
   private refusedStreams = 0;
-  /** Raw connections accepted whose hello has not been read. Invariant: <= MAX_PENDING_HELLOS. */
-  private pendingHellos = 0;
+  /**
+   * Raw connections accepted whose hello has not been read, oldest first, as the function that
+   * refuses each. Invariant: size <= MAX_PENDING_HELLOS.
+   */
+  private readonly helloWaiting = new Set<(status: StatusError) => void>();
 
   constructor(options: PeerTransportOptions) {
     const o = options;
@@ -754,8 +760,6 @@ export class PeerTransport {
     let received: Buffer = Buffer.alloc(0);
     let stream: InboundStream | undefined;
     let decoder: FrameDecoder | undefined;
-    /** Counted in pendingHellos: the hello has not been read yet. */
-    let helloCounted = false;
     const refuse = (status: StatusError): void => {
       this.refusedStreams++;
       this.logger.warn(`refused a peer connection from ${remote}: ${status.details}`);
@@ -764,11 +768,12 @@ export class PeerTransport {
     /** The reply's first status carries its prefix: it tells the sender it reached this wire. */
     let replied = false;
     let keepalive: NodeJS.Timeout | undefined;
+    let ended = false;
     const endSocket = (status: StatusError | null | undefined): void => {
+      ended = true;
       clearTimeout(helloTimer);
       if (keepalive !== undefined) clearInterval(keepalive);
-      if (helloCounted) this.pendingHellos--;
-      helloCounted = false;
+      this.helloWaiting.delete(refuse);
       socket.off('data', onData);
       if (status === undefined || socket.destroyed) return void socket.destroy();
       // The peer closes its side when it reads the status (or the end); do not wait on it forever.
@@ -808,8 +813,7 @@ export class PeerTransport {
       }
       if (got === undefined) return; // decodeHello refuses a hello longer than its limit
       clearTimeout(helloTimer);
-      this.pendingHellos--;
-      helloCounted = false;
+      this.helloWaiting.delete(refuse);
       const peer = this.checkPeer(got.hello.clusterId, got.hello.from, got.hello.to);
       if (!isPeer(peer)) return refuse(peer);
       if (peer.inbound !== undefined) {
@@ -840,8 +844,7 @@ export class PeerTransport {
     socket.on('close', () => {
       clearTimeout(helloTimer);
       if (keepalive !== undefined) clearInterval(keepalive);
-      if (helloCounted) this.pendingHellos--;
-      helloCounted = false;
+      this.helloWaiting.delete(refuse);
       if (stream !== undefined) this.endInbound(stream, undefined);
     });
     socket.on('end', () => {
@@ -857,16 +860,21 @@ export class PeerTransport {
       this.endInbound(stream, null);
     });
     if (this.closed) return refuse({ code: grpc.status.UNAVAILABLE, details: `node ${this.nodeId} is shutting down` });
-    if (this.pendingHellos >= MAX_PENDING_HELLOS) {
-      return refuse({
-        code: grpc.status.RESOURCE_EXHAUSTED,
-        details: `${this.pendingHellos} peer connections are waiting for their hello (limit MAX_PENDING_HELLOS=${MAX_PENDING_HELLOS})`,
-      });
-    }
-    this.pendingHellos++;
-    helloCounted = true;
     socket.on('data', onData);
     onData(head);
+    if (stream === undefined && !ended) {
+      // The hello is not all in yet (a real peer sends it with its first bytes, so this is rare).
+      if (this.helloWaiting.size >= MAX_PENDING_HELLOS) {
+        // The oldest goes, so that stalled connections cannot lock peers out.
+        const oldest = this.helloWaiting.values().next().value!;
+        this.helloWaiting.delete(oldest);
+        oldest({
+          code: grpc.status.RESOURCE_EXHAUSTED,
+          details: `closed to make room: ${MAX_PENDING_HELLOS} peer connections were waiting for their hello (limit MAX_PENDING_HELLOS=${MAX_PENDING_HELLOS})`,
+        });
+      }
+      this.helloWaiting.add(refuse);
+    }
     socket.resume();
   }
 

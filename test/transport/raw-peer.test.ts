@@ -10,6 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Message } from '../../src/raft/types.js';
 import { encodeBatch } from '../../src/transport/codec.js';
 import { NodeListener } from '../../src/transport/node-listener.js';
+import { MAX_PENDING_HELLOS } from '../../src/transport/peer-transport.js';
 import {
   encodeHello,
   encodeStatus,
@@ -339,26 +340,36 @@ describe('NodeListener', () => {
     }
   }, TEST_MS);
 
-  it('closes connections beyond maxPendingConnections at once, and keeps the pending ones until their timeout', async () => {
+  it('beyond maxPendingConnections closes the oldest pending connection, and keeps the others until their timeout', async () => {
     const firstBytesTimeoutMs = 600;
     const { listener, port } = await listen({ firstBytesTimeoutMs, maxPendingConnections: 2 });
     const a = await client(port);
+    // The listener accepts asynchronously: make sure each is its pending one before the next.
+    await waitFor(async () => (await connectionCount(listener)) === 1, 5000, 'the listener to accept a');
     const b = await client(port);
-    // The listener accepts asynchronously: make sure the first two are its pending ones.
-    await waitFor(async () => (await connectionCount(listener)) === 2, 5000, 'the listener to accept two');
+    await waitFor(async () => (await connectionCount(listener)) === 2, 5000, 'the listener to accept b');
     const c = await client(port);
-    const cClosedAtMs = await within(c.closedAtMs, 5000, 'the third connection to be closed');
-    // Closed at once, not at a timeout; the first two were still open then.
-    expect(cClosedAtMs - c.startMs).toBeLessThan(firstBytesTimeoutMs);
-    expect(a.isClosed() || b.isClosed()).toBe(false);
-    const [aAt, bAt] = await within(Promise.all([a.closedAtMs, b.closedAtMs]), 5000, 'the pending ones to time out');
-    expect(aAt - a.startMs).toBeGreaterThanOrEqual(firstBytesTimeoutMs - 10);
+    const aClosedAtMs = await within(a.closedAtMs, 5000, 'the oldest connection to be closed');
+    // Closed at once to make room, not at a timeout; the newer two were still open then.
+    expect(aClosedAtMs - a.startMs).toBeLessThan(firstBytesTimeoutMs);
+    expect(b.isClosed() || c.isClosed()).toBe(false);
+    expect(listener.counters.evictedPending).toBe(1);
+    const [bAt, cAt] = await within(Promise.all([b.closedAtMs, c.closedAtMs]), 5000, 'the pending ones to time out');
     expect(bAt - b.startMs).toBeGreaterThanOrEqual(firstBytesTimeoutMs - 10);
+    expect(cAt - c.startMs).toBeGreaterThanOrEqual(firstBytesTimeoutMs - 10);
+    expect(listener.counters.firstBytesTimeouts).toBe(2);
 
-    // With the pending ones gone there is room again: a fourth waits for its timeout, not closed at once.
+    // A new connection always gets in: with two silent ones pending, one that speaks at once (raw, to
+    // a listener without a peer handler, so it is closed once sorted) closes the oldest silent one.
     const d = await client(port);
-    const dAt = await within(d.closedAtMs, 5000, 'the fourth to time out');
-    expect(dAt - d.startMs).toBeGreaterThanOrEqual(firstBytesTimeoutMs - 10);
+    await waitFor(async () => (await connectionCount(listener)) === 1, 5000, 'the listener to accept d');
+    const e = await client(port);
+    await waitFor(async () => (await connectionCount(listener)) === 2, 5000, 'the listener to accept e');
+    const raw = h.rawPeer(`127.0.0.1:${port}`, PEER_WIRE_MAGIC);
+    await within(raw.closed, 5000, 'the raw connection to be sorted and closed');
+    await within(d.closedAtMs, 5000, 'd, the oldest, to be closed');
+    expect(e.isClosed()).toBe(false);
+    expect(listener.counters.evictedPending).toBe(2);
   }, TEST_MS);
 
   it('hands a raw peer connection to the peer handler with the bytes read so far, and closes it without one', async () => {
@@ -511,4 +522,29 @@ describe('the sending side of the raw peer wire (PeerLink)', () => {
     expect(() => h.node({ nodeId: 1, peers: new Map([[2 ** 32, '127.0.0.1:1']]) })).toThrow(/MAX_WIRE_NODE_ID/);
     expect(() => h.node({ nodeId: 1, clusterId: 'x'.repeat(1025), peers: new Map() })).toThrow(/MAX_CLUSTER_ID_BYTES=1024/);
   });
+});
+
+describe('raw connections waiting for their hello', () => {
+  it(`beyond MAX_PENDING_HELLOS closes the oldest with RESOURCE_EXHAUSTED; a real peer gets in without waiting`, async () => {
+    const nodes = await h.cluster([1, 2]);
+    const b = nodes.get(2)!;
+    // Each sends the magic and nothing more: sorted as raw, then waiting for the rest of its hello.
+    const stalled = Array.from({ length: MAX_PENDING_HELLOS }, () => h.rawPeer(b.address, PEER_WIRE_MAGIC));
+    // The listener sorts connections as their bytes arrive; wait until all are with the transport.
+    await waitFor(() => (b.transport as unknown as { helloWaiting: Set<unknown> }).helloWaiting.size === MAX_PENDING_HELLOS, 5000, 'every stalled connection to wait for its hello');
+    // A real peer sends its whole hello at once: it never waits, so it takes no room.
+    const real = h.rawPeer(b.address, Buffer.concat([encodeHello({ from: 1, to: 2, clusterId: CLUSTER }), frameHeader(encodeBatch([heartbeat(1, 2, 7)]).length), encodeBatch([heartbeat(1, 2, 7)])]));
+    expect((await real.status(0)).code).toBe(0);
+    await waitFor(() => b.received.length === 1, 5000, 'the real peer\'s message');
+    expect(stalled.every((r) => r.statuses.length === 0)).toBe(true);
+    // One more stalled connection: the oldest waiting (whichever the listener sorted first) is closed
+    // to make room, and only it.
+    const late = h.rawPeer(b.address, PEER_WIRE_MAGIC);
+    await waitFor(() => stalled.some((r) => r.statuses.length > 0), 5000, 'one stalled connection to be refused');
+    const refused = stalled.filter((r) => r.statuses.length > 0);
+    expect(late.statuses).toHaveLength(0);
+    expect(refused).toHaveLength(1);
+    expect(refused[0]!.statuses[0]!.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(refused[0]!.statuses[0]!.details).toMatch(new RegExp(`limit MAX_PENDING_HELLOS=${MAX_PENDING_HELLOS}`));
+  }, TEST_MS);
 });
