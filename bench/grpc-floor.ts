@@ -18,9 +18,11 @@
 // (--frame-rate frames/s, each payload an encodeBatch of one App message with one entry, sized to
 // --frame-bytes), and decodes each payload with the codec (src/transport/codec.ts) and drops it:
 //   (a) over a grpc-js client stream of the real RaftPeer Stream method (src/transport/peer-service.ts),
-//       with PeerLink's channel options and metadata, to a minimal handler that accepts the stream as
-//       PeerTransport does (response headers first) on a server with kv-node's options;
-//   (b) over a raw TCP socket (node:net) with u32 big-endian length-prefixed frames.
+//       with the channel options and metadata PeerLink used before the raw peer wire, to a minimal
+//       handler that accepts the stream as PeerTransport does (response headers first) on a server
+//       with kv-node's options;
+//   (b) over a raw TCP socket (node:net) with the raw peer wire's frames (src/transport/peer-wire.ts:
+//       frameHeader to send, FrameDecoder to receive), without its hello and keepalives.
 // Both are paced alike: a 1 ms interval timer sends the frames due by then (a credit, so timer
 // jitter does not change the rate), each tick's frames written together (TCP: corked for the tick,
 // one writev; gRPC: Node's HTTP/2 session sends what one turn of the event loop queued). Reported:
@@ -51,6 +53,7 @@ import { DEFAULT_NODE_CONFIG } from '../src/node/kv-node.js';
 import { kvServiceDefinition } from '../src/server/kv-proto.js';
 import type * as pb from '../src/server/kv-proto.js';
 import { batchHeaderBytes, decodeBatch, encodeBatch, encodedMessageBytes } from '../src/transport/codec.js';
+import { FrameDecoder, frameHeader } from '../src/transport/peer-wire.js';
 import { DEFAULT_KEEPALIVE_TIME_MS, DEFAULT_KEEPALIVE_TIMEOUT_MS } from '../src/transport/peer-transport.js';
 import {
   METADATA_CLUSTER_ID,
@@ -110,7 +113,7 @@ function kvNodeServerOptions(): grpc.ServerOptions {
   };
 }
 
-/** The channel options PeerLink.connect() gives each peer stream's client (src/transport/peer-link.ts). */
+/** The channel options PeerLink gave each peer stream's client before the raw peer wire (2026-12-05). */
 function peerLinkChannelOptions(): grpc.ChannelOptions {
   return {
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
@@ -174,51 +177,6 @@ export function framesToSend(elapsedMs: number, rateHz: number, scheduled: numbe
   if (owed <= 0) return { send: 0, skip: 0 };
   const skip = Math.max(0, owed - maxBacklog);
   return { send: owed - skip, skip };
-}
-
-/**
- * Splits a byte stream into frames of a u32 big-endian length and that many bytes. Chunks are joined
- * only when a frame spans them, once the frame is complete, so a large frame is copied once; a frame
- * within one chunk is handed out as a view of it.
- */
-export class LengthPrefixedFrames {
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
-  /** Bytes needed before the next frame (with its prefix) is complete; 4 while its length is unknown. */
-  private neededBytes = 4;
-
-  constructor(private readonly maxFrameBytes: number) {}
-
-  /** Feeds bytes; calls onFrame per complete frame. Throws RangeError on a frame over maxFrameBytes. */
-  push(chunk: Buffer, onFrame: (frame: Buffer) => void): void {
-    let buf: Buffer;
-    if (this.pendingBytes === 0) {
-      buf = chunk;
-    } else {
-      this.pending.push(chunk);
-      this.pendingBytes += chunk.length;
-      if (this.pendingBytes < this.neededBytes) return;
-      buf = Buffer.concat(this.pending, this.pendingBytes);
-    }
-    this.pending = [];
-    this.pendingBytes = 0;
-    this.neededBytes = 4;
-    let pos = 0;
-    while (buf.length - pos >= 4) {
-      const length = buf.readUInt32BE(pos);
-      if (length > this.maxFrameBytes) throw new RangeError(`a frame of ${length} bytes (limit ${this.maxFrameBytes})`);
-      if (buf.length - pos - 4 < length) {
-        this.neededBytes = 4 + length;
-        break;
-      }
-      onFrame(buf.subarray(pos + 4, pos + 4 + length));
-      pos += 4 + length;
-    }
-    if (pos < buf.length) {
-      this.pending.push(buf.subarray(pos));
-      this.pendingBytes = buf.length - pos;
-    }
-  }
 }
 
 // ---- the child: servers ---------------------------------------------------------------------------
@@ -310,18 +268,18 @@ async function servePeerGrpc(counters: ReceiverCounters): Promise<{ port: number
   return { port, close: () => server.forceShutdown() };
 }
 
-/** A TCP server reading u32-length-prefixed payloads, decoding each and dropping it. */
+/** A TCP server reading peer-wire frames, decoding each payload and dropping it. */
 async function servePeerTcp(counters: ReceiverCounters): Promise<{ port: number; close: () => void }> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
     counters.streams++;
     sockets.add(socket);
     socket.setNoDelay(true);
-    const frames = new LengthPrefixedFrames(MAX_MESSAGE_BYTES);
-    const onFrame = (payload: Buffer): void => decodeInto(counters, payload);
+    // The peer wire's own frame decoder, as PeerTransport uses it.
+    const frames = new FrameDecoder(MAX_MESSAGE_BYTES);
     socket.on('data', (chunk: Buffer) => {
       try {
-        frames.push(chunk, onFrame);
+        for (const payload of frames.push(chunk)) decodeInto(counters, payload);
       } catch {
         counters.malformed++;
         socket.destroy();
@@ -644,7 +602,7 @@ interface FrameSink {
   close(): Promise<void>;
 }
 
-/** A client stream of RaftPeer.Stream, opened as PeerLink opens one, accepted before use. */
+/** A client stream of RaftPeer.Stream, opened as PeerLink opened one, accepted before use. */
 async function openGrpcSink(port: number): Promise<FrameSink> {
   const client = new grpc.Client(`${HOST}:${port}`, grpc.credentials.createInsecure(), peerLinkChannelOptions());
   const metadata = new grpc.Metadata();
@@ -689,7 +647,7 @@ async function openGrpcSink(port: number): Promise<FrameSink> {
   };
 }
 
-/** A TCP connection carrying u32-length-prefixed payloads. */
+/** A TCP connection carrying peer-wire frames. */
 async function openTcpSink(port: number): Promise<FrameSink> {
   const socket = net.connect({ host: HOST, port });
   // As gRPC's own sockets: no Nagle delay.
@@ -713,10 +671,9 @@ async function openTcpSink(port: number): Promise<FrameSink> {
   }
   return {
     write(payload) {
-      const frame = Buffer.allocUnsafe(4 + payload.length);
-      frame.writeUInt32BE(payload.length, 0);
-      payload.copy(frame, 4);
-      return socket.write(frame);
+      // As PeerLink writes a frame: its length prefix, then the payload, corked together per tick.
+      socket.write(frameHeader(payload.length));
+      return socket.write(payload);
     },
     onceDrain: (fn) => socket.once('drain', fn),
     beginTick: () => socket.cork(),
@@ -928,7 +885,7 @@ function formatReport(command: string, p: Params, api: readonly ApiResult[], pee
   const payload = peer[0]?.payloadBytes ?? p.frameBytes;
   out.push(`Case 2: peer message floor. ${fmtNum(p.frameRate)} frames/s from this process, each a ${payload} B payload (encodeBatch of one App`);
   out.push(`message with one entry), decoded by the receiving child and dropped; paced by a ${TICK_MS} ms timer, each tick's frames written together.`);
-  out.push(`grpc-stream: RaftPeer.Stream with PeerLink's channel options and metadata; tcp: node:net, u32 big-endian length prefix.`);
+  out.push(`grpc-stream: RaftPeer.Stream with the channel options and metadata peers used before the raw wire; tcp: node:net with the raw peer wire's frames.`);
   for (const r of peer) out.push(`child (${r.transport}): ${r.child}`);
   out.push('');
   out.push(

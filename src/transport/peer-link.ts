@@ -14,6 +14,7 @@
 // written, and what the kernel had not delivered yet: Raft retransmits.
 
 import * as net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
 import type { Message, NodeId } from '../raft/types.js';
 import type { Backoff } from './backoff.js';
 import { encodeBatch, MAX_BATCH_HEADER_BYTES } from './codec.js';
@@ -257,7 +258,7 @@ export class PeerLink {
       if (got === undefined) return;
       attempt.received = attempt.received.subarray(got.bytes);
       const { code, details } = got.status;
-      if (code !== 0) return this.kill(attempt, `${statusName(code)}: ${details}`);
+      if (code !== 0) return this.kill(attempt, `${grpc.status[code] ?? `status ${code}`}: ${details}`);
       if (!attempt.accepted) this.onAccepted(attempt);
       else this.counters.keepalivesReceived++; // the refresh above was its point
     }
@@ -366,12 +367,4 @@ export class PeerLink {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
   }
-}
-
-/** A gRPC status code's name, for logs. */
-function statusName(code: number): string {
-  const names = ['OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS',
-    'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED',
-    'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED'];
-  return names[code] ?? `status ${code}`;
 }

@@ -769,11 +769,15 @@ export class PeerTransport {
     let replied = false;
     let keepalive: NodeJS.Timeout | undefined;
     let ended = false;
-    const endSocket = (status: StatusError | null | undefined): void => {
-      ended = true;
+    /** Stops the hello timer and the keepalives, and leaves the hello queue. */
+    const stopTimers = (): void => {
       clearTimeout(helloTimer);
       if (keepalive !== undefined) clearInterval(keepalive);
       this.helloWaiting.delete(refuse);
+    };
+    const endSocket = (status: StatusError | null | undefined): void => {
+      ended = true;
+      stopTimers();
       socket.off('data', onData);
       if (status === undefined || socket.destroyed) return void socket.destroy();
       // The peer closes its side when it reads the status (or the end); do not wait on it forever.
@@ -842,9 +846,7 @@ export class PeerTransport {
     socket.setKeepAlive(true, this.keepaliveTimeMs);
     socket.on('error', () => {}); // 'close' follows
     socket.on('close', () => {
-      clearTimeout(helloTimer);
-      if (keepalive !== undefined) clearInterval(keepalive);
-      this.helloWaiting.delete(refuse);
+      stopTimers();
       if (stream !== undefined) this.endInbound(stream, undefined);
     });
     socket.on('end', () => {

@@ -1,8 +1,8 @@
-// The pure parts of bench/grpc-floor.ts: peer payloads of a chosen size, the pacer's arithmetic, and
-// the length-prefixed framing its TCP receiver reads. No assertion on speed.
+// The pure parts of bench/grpc-floor.ts: peer payloads of a chosen size and the pacer's arithmetic.
+// Its TCP framing is the peer wire's (test/transport/peer-wire.test.ts). No assertion on speed.
 
 import { describe, expect, it } from 'vitest';
-import { appendPayload, entryDataBytesFor, FIRST_ENTRY_INDEX, framesToSend, LengthPrefixedFrames, MIN_FRAME_BYTES } from '../../bench/grpc-floor.js';
+import { appendPayload, entryDataBytesFor, FIRST_ENTRY_INDEX, framesToSend, MIN_FRAME_BYTES } from '../../bench/grpc-floor.js';
 import { decodeBatch } from '../../src/transport/codec.js';
 
 describe('appendPayload and entryDataBytesFor', () => {
@@ -47,32 +47,5 @@ describe('framesToSend', () => {
     // A low rate sends one frame per period.
     expect(framesToSend(999, 1, 0, 1)).toEqual({ send: 0, skip: 0 });
     expect(framesToSend(1000, 1, 0, 1)).toEqual({ send: 1, skip: 0 });
-  });
-});
-
-describe('LengthPrefixedFrames', () => {
-  const framed = (payloads: readonly Buffer[]): Buffer =>
-    Buffer.concat(
-      payloads.flatMap((p) => {
-        const h = Buffer.alloc(4);
-        h.writeUInt32BE(p.length);
-        return [h, p];
-      }),
-    );
-  const payloads = [Buffer.from('a'), Buffer.alloc(0), Buffer.alloc(300, 2), Buffer.from('last one')];
-  const stream = framed(payloads);
-
-  it('gives back every frame, however the stream is cut into chunks', () => {
-    for (const chunkBytes of [1, 2, 3, 5, 7, 64, 301, stream.length]) {
-      const frames = new LengthPrefixedFrames(1024);
-      const got: Buffer[] = [];
-      for (let at = 0; at < stream.length; at += chunkBytes) frames.push(stream.subarray(at, at + chunkBytes), (f) => got.push(Buffer.from(f)));
-      expect(got, `chunks of ${chunkBytes}`).toEqual(payloads);
-    }
-  });
-
-  it('refuses a frame longer than its limit', () => {
-    const frames = new LengthPrefixedFrames(100);
-    expect(() => frames.push(framed([Buffer.alloc(101)]).subarray(0, 4), () => undefined)).toThrow(RangeError);
   });
 });
