@@ -287,7 +287,16 @@ export class KvClient {
     const req = { key: toBuffer(key), read: this.readOptions(opts) };
     const res = await this.read<pb.GetResponse>('Get', req, opts);
     const kv = res.found ? fromKv(res.kv) : undefined;
-    return { header: this.header(res.header), found: res.found, kv, value: kv?.value, valueString: kv?.valueString };
+    // valueString decodes on first use, not on every get: most callers read bytes or nothing.
+    return {
+      header: this.header(res.header),
+      found: res.found,
+      kv,
+      value: kv?.value,
+      get valueString() {
+        return kv?.valueString;
+      },
+    };
   }
 
   /**
