@@ -22,6 +22,8 @@ export class Progress {
   probeSent = false;
   /** The leader's tick count when it last heard from this follower. */
   lastHeardTick = 0;
+  /** The highest commit index sent to this follower, in an append or a heartbeat, in this term. */
+  commitSent = 0;
   /** Last index of each append in flight, oldest first. Invariant: length <= maxInflight. */
   private readonly inflight: number[] = [];
   private readonly maxInflight: number;

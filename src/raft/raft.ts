@@ -122,6 +122,7 @@ export class Raft {
   private leaseFromTick = -1;
   private readonly leaseTicks: number;
   private readonly maxPendingReadRequests: number;
+  private readonly deferCommitBroadcast: boolean;
   /** Leader only: requests that arrived before the leader committed an entry of its term. */
   private readsBeforeCommit: { from: NodeId; context: number }[] = [];
   private readStates: ReadState[] = [];
@@ -151,6 +152,7 @@ export class Raft {
     this.maxInflightMessages = config.maxInflightMessages ?? DEFAULT_MAX_INFLIGHT_MESSAGES;
     this.maxUncommittedBytes = config.maxUncommittedBytes ?? DEFAULT_MAX_UNCOMMITTED_BYTES;
     this.maxPendingReadRequests = config.maxPendingReadRequests ?? DEFAULT_MAX_PENDING_READ_REQUESTS;
+    this.deferCommitBroadcast = config.deferCommitBroadcast ?? false;
     this.leaseTicks = this.checkQuorum
       ? (config.leaseTicks ?? leaseDurationTicks(config.electionTimeoutTicks, DEFAULT_MAX_CLOCK_DRIFT))
       : 0;
@@ -432,7 +434,7 @@ export class Raft {
       // The leader's own copy counts toward a commit only once it is durable.
       if (this._role === 'leader') {
         const self = this.progress.get(this.id)!;
-        if (self.maybeUpdate(this.log.stableIndex) && this.maybeCommit()) this.bcastAppend(true);
+        if (self.maybeUpdate(this.log.stableIndex) && this.maybeCommit()) this.bcastCommit();
       }
     }
     this.checkInvariants();
@@ -823,7 +825,7 @@ export class Raft {
     }
     if (pr.state === 'probe') pr.becomeReplicate();
     else if (pr.state === 'snapshot' && pr.match + 1 >= this.log.firstIndex()) pr.becomeReplicate();
-    if (this.maybeCommit()) this.bcastAppend(true);
+    if (this.maybeCommit()) this.bcastCommit();
     else this.sendAppends(pr);
   }
 
@@ -937,6 +939,54 @@ export class Raft {
     }
   }
 
+  /**
+   * The commit index moved: every follower hears of it in an append, of entries if it has new ones
+   * to receive, else of the commit alone; with deferCommitBroadcast, not of the commit alone (see
+   * flushCommit).
+   */
+  private bcastCommit(): void {
+    if (!this.deferCommitBroadcast) {
+      this.bcastAppend(true);
+      return;
+    }
+    for (const pr of this.progress.values()) {
+      if (pr.id !== this.id) this.sendAppends(pr);
+    }
+  }
+
+  /** Whether this node was built with deferCommitBroadcast. */
+  get defersCommitBroadcast(): boolean {
+    return this.deferCommitBroadcast;
+  }
+
+  /**
+   * Leader with deferCommitBroadcast: whether a follower that could take it has not been sent the
+   * current commit index (flushCommit would send it an append). False on other nodes.
+   */
+  commitUnsent(): boolean {
+    if (this._role !== 'leader') return false;
+    for (const pr of this.progress.values()) {
+      if (pr.id !== this.id && this.commitDue(pr)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Leader: sends the current commit index to every follower that was not sent it and could take
+   * it, in an append (of entries, if it has new ones to receive). A no-op elsewhere.
+   */
+  flushCommit(): void {
+    if (this._role !== 'leader') return;
+    for (const pr of this.progress.values()) {
+      if (pr.id !== this.id && this.commitDue(pr)) this.sendAppend(pr, true, true);
+    }
+  }
+
+  /** A follower holds entries up to an index it was not told is committed, and can be sent an append. */
+  private commitDue(pr: Progress): boolean {
+    return pr.commitSent < Math.min(this.log.committed, pr.match) && !pr.isPaused();
+  }
+
   /** Pipelining: keep sending while the follower's window has room and there is something to send. */
   private sendAppends(pr: Progress): void {
     while (this.sendAppend(pr, false)) {
@@ -973,6 +1023,7 @@ export class Raft {
       ...(commitOnly && entries.length === 0 && pr.state === 'replicate' ? { noReply: true as const } : {}),
     };
     this.send(m);
+    if (m.commit > pr.commitSent) pr.commitSent = m.commit;
     pr.sentAppend(prevIndex + entries.length, entries.length);
     return true;
   }
@@ -992,14 +1043,9 @@ export class Raft {
     this.roundsSent.push({ round, tick: this.leaderTicks });
     for (const pr of this.progress.values()) {
       if (pr.id === this.id) continue;
-      this.send({
-        type: 'Heartbeat',
-        from: this.id,
-        to: pr.id,
-        term: this._term,
-        commit: Math.min(pr.match, this.log.committed),
-        context: this.heartbeatRound,
-      });
+      const commit = Math.min(pr.match, this.log.committed);
+      this.send({ type: 'Heartbeat', from: this.id, to: pr.id, term: this._term, commit, context: this.heartbeatRound });
+      if (commit > pr.commitSent) pr.commitSent = commit;
     }
   }
 
@@ -1028,7 +1074,10 @@ export class Raft {
       if (!this.log.isCompacted(this.leaderStartIndex) && this.log.term(this.leaderStartIndex) !== this._term) {
         fail(`leader lost its own no-op at ${this.leaderStartIndex}`);
       }
-      for (const pr of this.progress.values()) pr.checkInvariants();
+      for (const pr of this.progress.values()) {
+        pr.checkInvariants();
+        if (pr.commitSent > this.log.committed) fail(`commit ${pr.commitSent} sent to ${pr.id}, beyond the commit index`);
+      }
       if (this.progress.get(this.id)!.match > this.log.stableIndex) fail('leader counts a non-durable entry of its own');
       for (let i = 1; i < this.readQueue.length; i++) {
         if (this.readQueue[i]!.round < this.readQueue[i - 1]!.round) fail('read queue out of round order');

@@ -242,6 +242,14 @@ export interface RaftConfig {
    * electionTimeoutTicks, and needs checkQuorum.
    */
   readonly leaseTicks?: number;
+  /**
+   * When a leader's commit index moves and a follower has no new entries to receive, leave out the
+   * append that would carry only the new commit index: it rides on the follower's next append or
+   * heartbeat, or goes when the caller calls flushCommit(), which it should do within a bound of its
+   * choosing (commitUnsent() says when one is due). Followers then learn commits a little later while
+   * writes pause, and need one message fewer per write while they do not. Default false: sent at once.
+   */
+  readonly deferCommitBroadcast?: boolean;
   readonly rng: Rng;
   /** Durable state to start from; omitted for a brand-new node. */
   readonly initial?: InitialState;

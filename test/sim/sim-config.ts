@@ -71,6 +71,12 @@ export interface SimConfig {
   readonly clockDrift: number;
   /** Leader lease length in ticks; 0 when check-quorum is off (no leases then). */
   readonly leaseTicks: number;
+  /**
+   * 0: a leader sends a new commit index at once. Otherwise it holds it back from followers with no
+   * new entries (deferCommitBroadcast) and sends it this many time units after it was first held
+   * back (flushCommit), as the runtime does after commitDeferMs.
+   */
+  readonly commitDeferUnits: number;
   /** Length of the fault phase; the liveness phase follows it. */
   readonly faultTicks: number;
   /** Client proposal events per 100 ticks; each proposes 1 to 3 payloads. */
@@ -148,6 +154,9 @@ export function chooseConfig(seed: number, rng: SimRng, overrides: ConfigOverrid
     crashInInstallProbability: pick(rng, [0, 0.1, 0.3]),
   };
 
+  // Drawn after the snapshot policy. Up to two ticks: past a heartbeat, which carries the commit too.
+  const commitDeferUnits = chance(rng, 0.5) ? pick(rng, [1, 5, 2 * TICK_PERIOD_UNITS]) : 0;
+
   let mix: FaultMix;
   switch (profile) {
     case 'calm':
@@ -202,6 +211,7 @@ export function chooseConfig(seed: number, rng: SimRng, overrides: ConfigOverrid
       // Crashes during an install belong to the profiles that crash.
       crashInInstallProbability: mix.crashesPer100Ticks > 0 ? snapshot.crashInInstallProbability : 0,
     },
+    commitDeferUnits,
   };
 }
 
@@ -219,7 +229,8 @@ export function describeConfig(c: SimConfig): string {
     `seed ${c.seed}: ${c.clusterSize} nodes, profile ${m.profile}, fault phase ${c.faultTicks} ticks`,
     `  raft: electionTimeoutTicks=${c.electionTimeoutTicks} heartbeatIntervalTicks=${c.heartbeatIntervalTicks} ` +
       `preVote=${c.preVote} checkQuorum=${c.checkQuorum} maxAppendBytes=${opt(c.maxAppendBytes)} ` +
-      `maxInflightMessages=${opt(c.maxInflightMessages)} maxUncommittedBytes=${opt(c.maxUncommittedBytes)} leaseTicks=${c.leaseTicks}`,
+      `maxInflightMessages=${opt(c.maxInflightMessages)} maxUncommittedBytes=${opt(c.maxUncommittedBytes)} leaseTicks=${c.leaseTicks} ` +
+      `commit ${c.commitDeferUnits > 0 ? `deferred up to ${c.commitDeferUnits} units` : 'sent at once'}`,
     `  clocks: rates within ±${c.clockDrift.toFixed(3)} (leases assume ±${c.assumedClockDrift})`,
     `  network: loss=${n.lossRate} duplicate=${n.duplicateRate} delay=${n.minDelayUnits}..${n.maxDelayUnits} units (tick=${TICK_PERIOD_UNITS})`,
     `  crashes: ${m.crashesPer100Ticks}/100 ticks, mean downtime ${m.meanDowntimeTicks} ticks, in-Ready crash p=${m.crashInReadyProbability}`,

@@ -35,6 +35,8 @@ const MAX_READY_ROUNDS_PER_EVENT = 64;
 
 type SimEvent =
   | { readonly kind: 'tick'; readonly node: NodeId; readonly incarnation: number }
+  /** A leader sends the commit index it held back (SimConfig.commitDeferUnits). */
+  | { readonly kind: 'commit-flush'; readonly node: NodeId; readonly incarnation: number }
   | { readonly kind: 'deliver'; readonly msg: Message }
   | { readonly kind: 'propose' }
   | { readonly kind: 'read' }
@@ -77,6 +79,8 @@ interface SimNode {
    * area. Lost in a crash; a Ready's `snapshot` installs it.
    */
   staged: { readonly meta: SnapshotMeta; readonly data: readonly Entry[] } | undefined;
+  /** A commit-flush event is scheduled for this life of the node. */
+  commitFlushScheduled: boolean;
   /** Role and term when last observed, to trace changes. */
   lastRole: Role;
   lastTerm: number;
@@ -242,6 +246,7 @@ export class Simulator {
         tickPeriodUnits: TICK_PERIOD_UNITS * (1 + (2 * this.rng.float() - 1) * c.clockDrift),
         incarnation: 0,
         staged: undefined,
+        commitFlushScheduled: false,
         lastRole: 'follower',
         lastTerm: 0,
       });
@@ -301,6 +306,8 @@ export class Simulator {
         return this.onHealAll();
       case 'liveness-probe':
         return this.onLivenessProbe();
+      case 'commit-flush':
+        return this.onCommitFlush(ev.node, ev.incarnation);
     }
   }
 
@@ -313,6 +320,15 @@ export class Simulator {
     if (raft.hasReady()) this.trace.add(this.nowUnits, id, 'tick');
     this.afterInput(node);
     if (node.raft === raft) this.scheduleAfter(node.tickPeriodUnits, { kind: 'tick', node: id, incarnation });
+  }
+
+  private onCommitFlush(id: NodeId, incarnation: number): void {
+    const node = this.node(id);
+    const raft = node.raft;
+    if (raft === undefined || node.incarnation !== incarnation) return;
+    node.commitFlushScheduled = false;
+    this.call(node, 'flushCommit', () => raft.flushCommit());
+    this.afterInput(node);
   }
 
   private onDeliver(msg: Message): void {
@@ -672,6 +688,7 @@ export class Simulator {
         maxInflightMessages: c.maxInflightMessages,
         maxUncommittedBytes: c.maxUncommittedBytes,
         leaseTicks: c.leaseTicks,
+        deferCommitBroadcast: c.commitDeferUnits > 0,
         rng: createRng(this.rng.next()),
         initial,
       });
@@ -679,6 +696,7 @@ export class Simulator {
       throw this.asViolation(node, restart ? 'restart' : 'start', err);
     }
     node.raft = raft;
+    node.commitFlushScheduled = false;
     node.lastRole = raft.role;
     node.lastTerm = raft.term;
     this.checker.onStart(node.id, raft, node.storage);
@@ -735,6 +753,11 @@ export class Simulator {
     }
     this.checker.afterEvent(node.id, raft);
     this.leaderContact?.afterEvent(node.id, raft.role, raft.term);
+    // What the runtime does after each turn of its loop: a commit held back goes within the bound.
+    if (this.config.commitDeferUnits > 0 && !node.commitFlushScheduled && raft.commitUnsent()) {
+      node.commitFlushScheduled = true;
+      this.scheduleAfter(this.config.commitDeferUnits, { kind: 'commit-flush', node: node.id, incarnation: node.incarnation });
+    }
     // After the checker has seen this event's commits: compaction hides the entries it checks.
     this.maybeCompact(node);
     if (this.options.invariantsOnAllNodes ?? true) {
