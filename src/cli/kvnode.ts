@@ -7,7 +7,7 @@ import { RaftKvError } from '../errors.js';
 import { DEFAULT_NODE_CONFIG, KvNode, type KvNodeConfig } from '../node/kv-node.js';
 import type { LogLevel } from '../node/logger.js';
 import { DEFAULT_CACHE_BYTES } from '../kv/state-machine.js';
-import { DEFAULT_APPLY_DEFER_MS, MAX_APPLY_DEFER_MS } from '../node/raft-runtime.js';
+import { DEFAULT_APPLY_DEFER_MS, DEFAULT_COMMIT_DEFER_MS, MAX_APPLY_DEFER_MS, MAX_COMMIT_DEFER_MS } from '../node/raft-runtime.js';
 import { DEFAULT_SNAPSHOT_CHUNK_BYTES } from '../node/snapshot-transfers.js';
 import { parseHostPort } from '../transport/node-listener.js';
 import { MAX_CLUSTER_ID_BYTES, MAX_WIRE_NODE_ID } from '../transport/peer-wire.js';
@@ -78,6 +78,15 @@ export function buildProgram(): Command {
           return n;
         })
         .default(DEFAULT_APPLY_DEFER_MS),
+    )
+    .addOption(
+      new Option('--commit-defer-ms <n>', "longest a leader holds a new commit index back to send it with a follower's next entries (0: at once)")
+        .argParser((v) => {
+          const n = int('--commit-defer-ms', 0)(v);
+          if (n > MAX_COMMIT_DEFER_MS) throw new InvalidArgumentError(`--commit-defer-ms must be <= ${MAX_COMMIT_DEFER_MS}, got "${v}"`);
+          return n;
+        })
+        .default(DEFAULT_COMMIT_DEFER_MS),
     )
     .addOption(new Option('--max-message-bytes <n>', 'limit: bytes in one gRPC message or peer frame').argParser(int('--max-message-bytes', 4096)).default(d.maxMessageBytes))
     .addOption(new Option('--max-uncommitted-bytes <n>', 'limit: proposed, uncommitted bytes on the leader').argParser(int('--max-uncommitted-bytes', 1)).default(d.maxUncommittedBytes))
@@ -156,6 +165,7 @@ export function resolveConfig(program: Command): KvNodeConfig {
     maxMessageBytes: pick<number>('maxMessageBytes')!,
     cacheBytes: pick<number>('cacheBytes')!,
     applyDeferMs: pick<number>('applyDeferMs')!,
+    commitDeferMs: pick<number>('commitDeferMs')!,
     maxUncommittedBytes: pick<number>('maxUncommittedBytes')!,
     maxInflightMessages: pick<number>('maxInflightMessages')!,
     defaultTimeoutMs: pick<number>('defaultTimeoutMs')!,

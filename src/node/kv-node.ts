@@ -35,7 +35,7 @@ import { NodeListener } from '../transport/node-listener.js';
 import { DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES, PeerTransport } from '../transport/peer-transport.js';
 import { peerPackageDefinition, SNAPSHOT_CHUNK_OVERHEAD_BYTES } from '../transport/peer-service.js';
 import { createLogger, type Logger, type LogLevel } from './logger.js';
-import { RaftRuntime, type SnapshotTaken } from './raft-runtime.js';
+import { DEFAULT_COMMIT_DEFER_MS, RaftRuntime, type SnapshotTaken } from './raft-runtime.js';
 import { DEFAULT_SNAPSHOT_CHUNK_BYTES, SnapshotTransfers } from './snapshot-transfers.js';
 
 export interface KvNodeConfig {
@@ -68,6 +68,11 @@ export interface KvNodeConfig {
    * wait). Default DEFAULT_APPLY_DEFER_MS.
    */
   readonly applyDeferMs?: number;
+  /**
+   * How long the leader may hold back a new commit index from a follower that has no new entries to
+   * receive, to send it with the next append (0: at once). Default DEFAULT_COMMIT_DEFER_MS.
+   */
+  readonly commitDeferMs?: number;
   /** Limit: bytes of proposed, uncommitted data on the leader. */
   readonly maxUncommittedBytes: number;
   /** Limit: appends in flight to one follower. */
@@ -195,6 +200,7 @@ export class KvNode {
         maxInflightMessages: c.maxInflightMessages,
         leaseTicks: c.maxClockDrift >= 1 ? 0 : leaseDurationTicks(c.electionTimeoutTicks, c.maxClockDrift),
         maxAppendBytes: Math.min(1024 * 1024, Math.floor(c.maxMessageBytes / 4)),
+        deferCommitBroadcast: (c.commitDeferMs ?? DEFAULT_COMMIT_DEFER_MS) > 0,
         rng: createRng(randomInt(2 ** 32)),
         initial,
       });
@@ -226,6 +232,7 @@ export class KvNode {
         },
         tickMs: c.tickMs,
         ...(c.applyDeferMs !== undefined ? { applyDeferMs: c.applyDeferMs } : {}),
+        commitDeferMs: c.commitDeferMs ?? DEFAULT_COMMIT_DEFER_MS,
         electionTimeoutTicks: c.electionTimeoutTicks,
         maxPendingProposals: c.maxPendingProposals,
         maxPendingReads: c.maxPendingReads,

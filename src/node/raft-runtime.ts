@@ -25,6 +25,17 @@ export const DEFAULT_APPLY_DEFER_MS = 5;
 /** Limit: the longest applyDeferMs accepted (a STALE read on an idle node may lag by that much). */
 export const MAX_APPLY_DEFER_MS = 1000;
 
+/**
+ * The longest a leader holds back a new commit index from a follower that has no new entries to
+ * receive, hoping to send it with the next append (see RaftConfig.deferCommitBroadcast). One
+ * message fewer per write and follower while writes keep coming; a follower learns of the last
+ * commit before a pause this much later.
+ */
+export const DEFAULT_COMMIT_DEFER_MS = 5;
+
+/** Limit: the longest commitDeferMs accepted. */
+export const MAX_COMMIT_DEFER_MS = 1000;
+
 /** Limit: the fastest tick clock setClockRate accepts (a test hook; 10x real time is plenty). */
 export const MAX_CLOCK_RATE = 10;
 
@@ -117,6 +128,12 @@ export interface RuntimeOptions<R, S, W = never> {
    * DEFAULT_APPLY_DEFER_MS, at most MAX_APPLY_DEFER_MS.
    */
   readonly applyDeferMs?: number;
+  /**
+   * With a core built with deferCommitBroadcast (and only then), how long a leader may hold back a
+   * new commit index from a follower before it sends it alone; default DEFAULT_COMMIT_DEFER_MS, at
+   * most MAX_COMMIT_DEFER_MS. 0 for a core that sends it at once.
+   */
+  readonly commitDeferMs?: number;
   /** Limit: proposals accepted and not yet applied (or failed). */
   readonly maxPendingProposals: number;
   /** Limit: reads waiting for a read index or for the applied index to catch up. */
@@ -220,6 +237,9 @@ export class RaftRuntime<R, S, W = never> {
   private syncedTerm: number;
   private syncedVote: NodeId;
   private readonly applyDeferMs: number;
+  private readonly commitDeferMs: number;
+  /** Leader: sends the commit index to the followers that were not sent it (see commitDeferMs). */
+  private commitTimer: NodeJS.Timeout | undefined;
   /**
    * The tick clock: virtual milliseconds that run at `clockRate` times the monotonic clock, piecewise
    * from the last anchor (start, or a rate change), so a change never jumps it. Invariant:
@@ -255,6 +275,16 @@ export class RaftRuntime<R, S, W = never> {
     this.applyDeferMs = opts.applyDeferMs ?? DEFAULT_APPLY_DEFER_MS;
     if (!Number.isSafeInteger(this.applyDeferMs) || this.applyDeferMs < 0 || this.applyDeferMs > MAX_APPLY_DEFER_MS) {
       throw new RangeError(`RaftRuntime: applyDeferMs must be an integer in [0, ${MAX_APPLY_DEFER_MS}], got ${opts.applyDeferMs}`);
+    }
+    const defers = opts.raft.defersCommitBroadcast === true;
+    this.commitDeferMs = opts.commitDeferMs ?? (defers ? DEFAULT_COMMIT_DEFER_MS : 0);
+    if (!Number.isSafeInteger(this.commitDeferMs) || this.commitDeferMs < 0 || this.commitDeferMs > MAX_COMMIT_DEFER_MS) {
+      throw new RangeError(`RaftRuntime: commitDeferMs must be an integer in [0, ${MAX_COMMIT_DEFER_MS}], got ${opts.commitDeferMs}`);
+    }
+    if ((this.commitDeferMs > 0) !== defers) {
+      throw new RangeError(
+        `RaftRuntime: commitDeferMs ${this.commitDeferMs} does not fit a core ${defers ? 'with' : 'without'} deferCommitBroadcast: it must be > 0 with it, 0 without`,
+      );
     }
   }
 
@@ -525,6 +555,7 @@ export class RaftRuntime<R, S, W = never> {
     this.stopping ??= (async () => {
       this.stopped = true;
       if (this.ticker) clearInterval(this.ticker);
+      if (this.commitTimer) clearTimeout(this.commitTimer);
       await this.loopDone;
       try {
         await this.flushDeferred();
@@ -635,6 +666,7 @@ export class RaftRuntime<R, S, W = never> {
             await this.flushDeferred();
             continue;
           }
+          this.scheduleCommit();
           break;
         }
         await this.handle(this.raft.ready());
@@ -646,6 +678,25 @@ export class RaftRuntime<R, S, W = never> {
       this.failEverything(new RaftKvError('INTERNAL', `the node stopped after a fatal error: ${(e as Error)?.message ?? String(e)}`));
       this.opts.onFatal(e);
     }
+  }
+
+  /**
+   * Leader with commitDeferMs: once a follower was not sent the current commit index, it gets it
+   * within commitDeferMs, with an append of entries if one goes by then, else alone.
+   */
+  private scheduleCommit(): void {
+    if (this.commitDeferMs === 0) return;
+    if (!this.raft.commitUnsent()) {
+      if (this.commitTimer !== undefined) clearTimeout(this.commitTimer);
+      this.commitTimer = undefined;
+      return;
+    }
+    this.commitTimer ??= setTimeout(() => {
+      this.commitTimer = undefined;
+      if (this.stopped) return;
+      this.raft.flushCommit();
+      this.kick();
+    }, this.commitDeferMs);
   }
 
   private async takeSnapshot(): Promise<void> {

@@ -1,8 +1,8 @@
-// kvnode's option parsing: the apply deferral's default, its off switch, and its limit.
+// kvnode's option parsing: the apply and commit deferrals' defaults, their off switches and limits.
 
 import { describe, expect, it } from 'vitest';
 import { buildProgram, resolveConfig } from '../../src/cli/kvnode.js';
-import { DEFAULT_APPLY_DEFER_MS, MAX_APPLY_DEFER_MS } from '../../src/node/raft-runtime.js';
+import { DEFAULT_APPLY_DEFER_MS, DEFAULT_COMMIT_DEFER_MS, MAX_APPLY_DEFER_MS, MAX_COMMIT_DEFER_MS } from '../../src/node/raft-runtime.js';
 
 const REQUIRED = ['--id', '1', '--members', '1=127.0.0.1:7001', '--data-dir', '/nonexistent/kvnode-options-test'];
 
@@ -24,6 +24,19 @@ describe('kvnode --apply-defer-ms', () => {
   it('refuses a value over the limit or below 0, naming the option and the limit', () => {
     expect(() => parse(['--apply-defer-ms', String(MAX_APPLY_DEFER_MS + 1)])).toThrow(`--apply-defer-ms must be <= ${MAX_APPLY_DEFER_MS}`);
     expect(() => parse(['--apply-defer-ms', '-1'])).toThrow('--apply-defer-ms must be an integer >= 0');
+  });
+});
+
+describe('kvnode --commit-defer-ms', () => {
+  it('defaults to DEFAULT_COMMIT_DEFER_MS and takes 0 (send at once) up to MAX_COMMIT_DEFER_MS', () => {
+    expect(parse([]).commitDeferMs).toBe(DEFAULT_COMMIT_DEFER_MS);
+    expect(parse(['--commit-defer-ms', '0']).commitDeferMs).toBe(0);
+    expect(parse(['--commit-defer-ms', String(MAX_COMMIT_DEFER_MS)]).commitDeferMs).toBe(MAX_COMMIT_DEFER_MS);
+  });
+
+  it('refuses a value over the limit or below 0, naming the option and the limit', () => {
+    expect(() => parse(['--commit-defer-ms', String(MAX_COMMIT_DEFER_MS + 1)])).toThrow(`--commit-defer-ms must be <= ${MAX_COMMIT_DEFER_MS}`);
+    expect(() => parse(['--commit-defer-ms', '-1'])).toThrow('--commit-defer-ms must be an integer >= 0');
   });
 });
 
