@@ -114,6 +114,11 @@ export const DEFAULT_NODE_CONFIG = {
 };
 
 const FORWARDED = 'raftkv-forwarded';
+/**
+ * Limit: leader messages a follower keeps to measure its STALE reads' staleness by. Only those whose
+ * commit index is above the applied index, and one below, are kept, so a handful is the rule.
+ */
+const MAX_LEADER_CONTACTS = 256;
 /** Bytes an entry and its peer frame add around a command's key, values and client id (generous). */
 const ENTRY_OVERHEAD_BYTES = 1024;
 
@@ -136,6 +141,15 @@ export class KvNode {
    * or, once it stops leading, its own last contact with a majority. 0: never.
    */
   private lastLeaderContactMs = 0;
+  /**
+   * What a follower's STALE reads measure their staleness by: the leader messages it received
+   * (appends and heartbeats of its term or later, and its own last contact with a majority when it
+   * stops leading), as the wall-clock time and the commit index the message carried. A state that
+   * holds every entry up to that commit index holds everything the sender had committed when it sent
+   * the message. Oldest first; both fields increase along the list (a message whose commit is at or
+   * below an earlier one's makes that one useless). At most MAX_LEADER_CONTACTS.
+   */
+  private leaderContacts: { readonly ms: number; readonly commit: number }[] = [];
   /** Wall-clock time start() began; the first election timeout after it is the first election's. */
   private startedAtMs = 0;
   /** When each peer last sent this node a message, and that message's term (a leader's contact). */
@@ -213,7 +227,10 @@ export class KvNode {
         onSnapshot: (from, term) => this.snapshots.open(from, term),
         onMessage: (m) => {
           const now = Date.now();
-          if ((m.type === 'App' || m.type === 'Heartbeat') && m.term >= this.raft.term) this.lastLeaderContactMs = now;
+          if ((m.type === 'App' || m.type === 'Heartbeat') && m.term >= this.raft.term) {
+            this.lastLeaderContactMs = now;
+            this.noteLeaderContact(now, m.commit);
+          }
           this.peerContact.set(m.from, { term: m.term, ms: now });
           this.runtime.step(m);
         },
@@ -245,7 +262,9 @@ export class KvNode {
             this.leaderTerm = this.raft.term;
           } else if (this.leaderTerm !== 0) {
             // Its state was current as long as a majority still followed it: staleness counts from then.
-            this.lastLeaderContactMs = Math.max(this.lastLeaderContactMs, this.quorumContactMs(this.leaderTerm));
+            const quorumMs = this.quorumContactMs(this.leaderTerm);
+            this.lastLeaderContactMs = Math.max(this.lastLeaderContactMs, quorumMs);
+            if (quorumMs > 0) this.noteLeaderContact(quorumMs, this.raft.commitIndex);
             this.leaderTerm = 0;
           }
           if (s.leader !== NONE) {
@@ -581,6 +600,32 @@ export class KvNode {
    */
   private async readBarrier(read: ReadRequestOptions, deadlineMs: number): Promise<pb.ResponseHeader> {
     const timeout = (): number => Math.max(1, deadlineMs - Date.now());
+    if (read.consistency === 'STALE' && this.raft.role !== 'leader') {
+      // As stale as the state at the index it would be served at: once the entries this node knows
+      // to be committed are applied, or now.
+      const now = Date.now();
+      const freshMs = this.freshAsOfMs(this.raft.commitIndex);
+      const reachable = freshMs === 0 ? Number.MAX_SAFE_INTEGER : Math.max(0, now - freshMs);
+      if (read.maxStalenessMs > 0 && reachable > read.maxStalenessMs) {
+        const contactMs = this.lastLeaderContactMs;
+        const ago =
+          contactMs === 0
+            ? 'has not heard from a leader since it started'
+            : freshMs === contactMs
+              ? `last heard from a leader ${reachable} ms ago`
+              : `last heard from a leader ${Math.max(0, now - contactMs)} ms ago, but is catching up: it holds the state of ${freshMs === 0 ? 'before it started' : `${reachable} ms ago`}`;
+        throw new RaftKvError('TOO_STALE', `this node ${ago}, more than max_staleness_ms=${read.maxStalenessMs}`);
+      }
+      let minIndex = read.minIndex;
+      // Applies not yet visible (a deferred write, or not yet made) would take the read past its
+      // bound: it waits for them.
+      if (read.maxStalenessMs > 0 && this.stalenessAt(this.runtime.appliedIndex) > read.maxStalenessMs) {
+        minIndex = Math.max(minIndex, this.raft.commitIndex);
+      }
+      if (minIndex > 0) await this.runtime.waitApplied(minIndex, timeout());
+      const applied = this.runtime.appliedIndex;
+      return this.header(applied, 'STALE', this.stalenessAt(applied));
+    }
     if (read.consistency === 'STALE') {
       const staleness = this.stalenessMs();
       if (read.maxStalenessMs > 0 && staleness > read.maxStalenessMs) {
@@ -612,19 +657,58 @@ export class KvNode {
   }
 
   /**
-   * Milliseconds since this node last heard from a leader: 0 on a leader in contact with a majority;
-   * on a leader that has lost that contact, since its last contact with a majority.
-   * Number.MAX_SAFE_INTEGER when it never heard from one.
-   */
-  /**
-   * How stale a STALE read served now may be: since the last contact with a leader, plus the time
-   * committed entries have waited for their apply's deferred write.
+   * How stale a STALE read served now by a leader may be: since its last contact with a majority
+   * (0 while it has one), plus the time committed entries have waited for their apply's deferred write.
    */
   private readStalenessMs(): number {
     const s = this.stalenessMs();
     return s === Number.MAX_SAFE_INTEGER ? s : s + this.runtime.applyLagMs;
   }
 
+  /**
+   * Follower: how stale the state that holds every entry up to `index` is, in ms: since the latest
+   * leader message whose commit index is at most `index` (the state holds all that its sender had
+   * committed when it sent it). A message that told this node of a commit it has not applied yet
+   * does not count: a commit held back by the leader (commitDeferMs) or an apply whose write waits
+   * (applyDeferMs) shows here. Number.MAX_SAFE_INTEGER when there is no such message.
+   */
+  private stalenessAt(index: number): number {
+    const ms = this.freshAsOfMs(index);
+    return ms === 0 ? Number.MAX_SAFE_INTEGER : Math.max(0, Date.now() - ms);
+  }
+
+  /** The wall-clock time of the latest leader message whose commit index is at most `index`; 0: none. */
+  private freshAsOfMs(index: number): number {
+    const c = this.leaderContacts;
+    for (let k = c.length - 1; k >= 0; k--) {
+      const e = c[k]!;
+      if (e.commit <= index) return e.ms;
+    }
+    return 0;
+  }
+
+  /** Records a leader message (see leaderContacts). */
+  private noteLeaderContact(ms: number, commit: number): void {
+    const c = this.leaderContacts;
+    const last = c[c.length - 1];
+    // Out of time order (a step-down's quorum contact older than a message since): not recorded.
+    if (last !== undefined && ms < last.ms) return;
+    while (c.length > 0 && c[c.length - 1]!.commit >= commit) c.pop();
+    c.push({ ms, commit });
+    // Of the messages at or below the applied index, only the latest can be an answer from now on.
+    const applied = this.runtime.appliedIndex;
+    let k = 0;
+    while (k + 1 < c.length && c[k + 1]!.commit <= applied) k++;
+    if (k > 0) c.splice(0, k);
+    // Past the limit, one in the middle goes: the answers it gave become older ones, never newer.
+    if (c.length > MAX_LEADER_CONTACTS) c.splice(1, 1);
+  }
+
+  /**
+   * Milliseconds since this node last heard from a leader: 0 on a leader in contact with a majority;
+   * on a leader that has lost that contact, since its last contact with a majority.
+   * Number.MAX_SAFE_INTEGER when it never heard from one.
+   */
   private stalenessMs(): number {
     let since = this.lastLeaderContactMs;
     if (this.raft.role === 'leader') {
