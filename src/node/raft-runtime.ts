@@ -670,11 +670,14 @@ export class RaftRuntime<R, S, W = never> {
           break;
         }
         await this.handle(this.raft.ready());
+        // A loop that stays busy still sends a held-back commit within the bound.
+        this.scheduleCommit();
       }
     } catch (e) {
       this.opts.logger.error('fatal', { error: String((e as Error)?.stack ?? e) });
       this.stopped = true;
       if (this.ticker) clearInterval(this.ticker);
+      if (this.commitTimer) clearTimeout(this.commitTimer);
       this.failEverything(new RaftKvError('INTERNAL', `the node stopped after a fatal error: ${(e as Error)?.message ?? String(e)}`));
       this.opts.onFatal(e);
     }
@@ -685,7 +688,7 @@ export class RaftRuntime<R, S, W = never> {
    * within commitDeferMs, with an append of entries if one goes by then, else alone.
    */
   private scheduleCommit(): void {
-    if (this.commitDeferMs === 0) return;
+    if (this.commitDeferMs === 0 || this.stopped) return;
     if (!this.raft.commitUnsent()) {
       if (this.commitTimer !== undefined) clearTimeout(this.commitTimer);
       this.commitTimer = undefined;

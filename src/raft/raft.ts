@@ -980,6 +980,7 @@ export class Raft {
     for (const pr of this.progress.values()) {
       if (pr.id !== this.id && this.commitDue(pr)) this.sendAppend(pr, true, true);
     }
+    this.checkInvariants();
   }
 
   /** A follower holds entries up to an index it was not told is committed, and can be sent an append. */

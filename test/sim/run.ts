@@ -64,9 +64,15 @@ export function replayCommand(seed: number, options: RunOptions = {}): string {
   return `npm run sim -- ${flags.join(' ')}`;
 }
 
+/** What `options` decide of a seed's configuration. */
+export function configOverrides(options: RunOptions): ConfigOverrides {
+  // A sabotaged run sends commits at once, as the runs that showed the checker catching it did.
+  return options.sabotage !== undefined ? { commitDeferUnits: 0, ...options } : options;
+}
+
 export function runSeed(seed: number, options: RunOptions = {}): SeedResult {
   const rng = createRng(seed);
-  const config = chooseConfig(seed, rng, options);
+  const config = chooseConfig(seed, rng, configOverrides(options));
   const trace = new Trace(options.traceTail ?? DEFAULT_TRACE_TAIL, options.traceSink);
   const sim = new Simulator(config, rng, trace, {
     invariantsOnAllNodes: options.invariantsOnAllNodes ?? true,

@@ -5,7 +5,7 @@
 import type { NetworkFaults, PartitionKind } from './network.js';
 import { PARTITION_KINDS } from './network.js';
 import { leaseDurationTicks } from '../../src/raft/raft.js';
-import { chance, intBetween, pick, type SimRng } from './random.js';
+import { chance, createRng, intBetween, pick, type SimRng } from './random.js';
 
 /** Time units per tick of a node with a nominal clock. */
 export const TICK_PERIOD_UNITS = 10;
@@ -92,6 +92,8 @@ export interface ConfigOverrides {
   readonly clusterSize?: number;
   readonly faultTicks?: number;
   readonly profile?: Profile;
+  /** 0: the leader sends every commit index at once. Default: drawn per seed (SimConfig.commitDeferUnits). */
+  readonly commitDeferUnits?: number;
 }
 
 const NO_NETWORK_FAULTS = { lossRate: 0, duplicateRate: 0 } as const;
@@ -154,8 +156,11 @@ export function chooseConfig(seed: number, rng: SimRng, overrides: ConfigOverrid
     crashInInstallProbability: pick(rng, [0, 0.1, 0.3]),
   };
 
-  // Drawn after the snapshot policy. Up to two ticks: past a heartbeat, which carries the commit too.
-  const commitDeferUnits = chance(rng, 0.5) ? pick(rng, [1, 5, 2 * TICK_PERIOD_UNITS]) : 0;
+  // From a generator of its own, so the seed's other draws are what they were before this option, and
+  // a seed that sends commits at once runs as it did then. 1, 5 or 20 units (a tick is 10): from well
+  // within a heartbeat interval to beyond one.
+  const own = createRng((seed ^ 0x5bd1e995) >>> 0);
+  const commitDeferUnits = overrides.commitDeferUnits ?? (chance(own, 0.5) ? pick(own, [1, 5, 2 * TICK_PERIOD_UNITS]) : 0);
 
   let mix: FaultMix;
   switch (profile) {

@@ -8,7 +8,7 @@
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
-import { formatSummary, runSeed, type RunOptions } from './run.js';
+import { configOverrides, formatSummary, runSeed, type RunOptions } from './run.js';
 import { BatchTotals, summarize, type SeedSummary } from './seed-summary.js';
 import { createRng } from './random.js';
 import { chooseConfig, describeConfig, PROFILES } from './sim-config.js';
@@ -114,7 +114,7 @@ function oneOf<T extends string>(name: string, value: string, allowed: readonly 
 function replaySeed(seed: number, tail: number | undefined, options: RunOptions, io: SimIo): number {
   const full = tail === undefined;
   // The configuration is the first thing the seed decides, so it can be shown before the run.
-  io.out(describeConfig(chooseConfig(seed, createRng(seed), options)));
+  io.out(describeConfig(chooseConfig(seed, createRng(seed), configOverrides(options))));
   io.out('');
   const result = runSeed(seed, full ? { ...options, traceSink: (line) => io.out(line) } : { ...options, traceTail: tail });
   if (full) io.out('');
