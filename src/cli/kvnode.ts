@@ -12,10 +12,11 @@ import { DEFAULT_SNAPSHOT_CHUNK_BYTES } from '../node/snapshot-transfers.js';
 import { parseHostPort } from '../transport/node-listener.js';
 import { MAX_CLUSTER_ID_BYTES, MAX_WIRE_NODE_ID } from '../transport/peer-wire.js';
 
-function int(name: string, min = 0) {
+function int(name: string, min = 0, max = Number.MAX_SAFE_INTEGER) {
   return (v: string): number => {
     const n = Number(v);
     if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got "${v}"`);
+    if (n > max) throw new InvalidArgumentError(`${name} must be <= ${max}, got "${v}"`);
     return n;
   };
 }
@@ -72,20 +73,12 @@ export function buildProgram(): Command {
     .addOption(new Option('--cache-bytes <n>', 'limit: bytes of key records cached in memory for reads and writes (0: no cache)').argParser(int('--cache-bytes', 0)).default(DEFAULT_CACHE_BYTES))
     .addOption(
       new Option('--apply-defer-ms <n>', 'longest wait of an apply for the next synced write (0: never wait)')
-        .argParser((v) => {
-          const n = int('--apply-defer-ms', 0)(v);
-          if (n > MAX_APPLY_DEFER_MS) throw new InvalidArgumentError(`--apply-defer-ms must be <= ${MAX_APPLY_DEFER_MS}, got "${v}"`);
-          return n;
-        })
+        .argParser(int('--apply-defer-ms', 0, MAX_APPLY_DEFER_MS))
         .default(DEFAULT_APPLY_DEFER_MS),
     )
     .addOption(
       new Option('--commit-defer-ms <n>', "longest a leader holds a new commit index back to send it with a follower's next entries (0: at once)")
-        .argParser((v) => {
-          const n = int('--commit-defer-ms', 0)(v);
-          if (n > MAX_COMMIT_DEFER_MS) throw new InvalidArgumentError(`--commit-defer-ms must be <= ${MAX_COMMIT_DEFER_MS}, got "${v}"`);
-          return n;
-        })
+        .argParser(int('--commit-defer-ms', 0, MAX_COMMIT_DEFER_MS))
         .default(DEFAULT_COMMIT_DEFER_MS),
     )
     .addOption(new Option('--max-message-bytes <n>', 'limit: bytes in one gRPC message or peer frame').argParser(int('--max-message-bytes', 4096)).default(d.maxMessageBytes))

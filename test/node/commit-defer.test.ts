@@ -63,9 +63,8 @@ function leader(opts: { defer: boolean; commitDeferMs?: number }): Leader {
   const sent: Sent[] = [];
   const l = { raft, sent } as unknown as { -readonly [K in keyof Leader]: Leader[K] };
   l.runtime = new RaftRuntime<undefined, never>({
+    ...baseOptions(),
     raft,
-    store: { persist: async () => {}, compactLog: async () => 0 },
-    stateMachine: { apply: async (es: readonly Entry[]) => es.map(() => undefined), reload: async () => {} },
     transport: {
       send(ms) {
         for (const m of ms) {
@@ -75,14 +74,7 @@ function leader(opts: { defer: boolean; commitDeferMs?: number }): Leader {
         }
       },
     },
-    snapshots: { send() {} },
-    snapshotPolicy: { snapshotEntries: 0, snapshotBytes: 0, compactionMarginEntries: 0 },
-    tickMs: 1000,
     ...(opts.commitDeferMs !== undefined ? { commitDeferMs: opts.commitDeferMs } : {}),
-    maxPendingProposals: 10,
-    maxPendingReads: 10,
-    electionTimeoutTicks: 10,
-    logger: silent as never,
     onFatal: (e) => {
       throw e;
     },
