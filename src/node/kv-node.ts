@@ -197,6 +197,7 @@ export class KvNode {
 
   async start(): Promise<void> {
     const c = this.config;
+    const commitDeferMs = c.commitDeferMs ?? DEFAULT_COMMIT_DEFER_MS;
     const t0 = performance.now();
     this.store = await NodeStore.open(c.dataDir, { clusterId: c.clusterId, nodeId: c.nodeId });
     try {
@@ -214,7 +215,7 @@ export class KvNode {
         maxInflightMessages: c.maxInflightMessages,
         leaseTicks: c.maxClockDrift >= 1 ? 0 : leaseDurationTicks(c.electionTimeoutTicks, c.maxClockDrift),
         maxAppendBytes: Math.min(1024 * 1024, Math.floor(c.maxMessageBytes / 4)),
-        deferCommitBroadcast: (c.commitDeferMs ?? DEFAULT_COMMIT_DEFER_MS) > 0,
+        deferCommitBroadcast: commitDeferMs > 0,
         rng: createRng(randomInt(2 ** 32)),
         initial,
       });
@@ -249,7 +250,7 @@ export class KvNode {
         },
         tickMs: c.tickMs,
         ...(c.applyDeferMs !== undefined ? { applyDeferMs: c.applyDeferMs } : {}),
-        commitDeferMs: c.commitDeferMs ?? DEFAULT_COMMIT_DEFER_MS,
+        commitDeferMs,
         electionTimeoutTicks: c.electionTimeoutTicks,
         maxPendingProposals: c.maxPendingProposals,
         maxPendingReads: c.maxPendingReads,
