@@ -133,6 +133,8 @@ function selectWorkloads(only: string | undefined): CompareWorkload[] {
 /** A running cluster of either system, as the runner needs it. */
 interface Running {
   readonly target: TargetSpec;
+  /** The pid of the server process that is leader now (waits for one, with a deadline). */
+  leaderPid(): Promise<number | undefined>;
   cleanup(): Promise<void>;
 }
 
@@ -144,6 +146,7 @@ async function startRaftkv(): Promise<Running> {
     const pids = cluster.ids.map((id) => cluster.node(id).child.pid).filter((p): p is number => p !== undefined);
     return {
       target: { system: 'raftkv', endpoints: [...cluster.addresses.values()], serverPids: pids, label: `raftkv ${CLUSTER_SIZE} nodes` },
+      leaderPid: async () => cluster.node(await cluster.waitForLeader(LEADER_TIMEOUT_MS)).child.pid,
       cleanup: () => cluster.cleanup(),
     };
   } catch (err) {
@@ -159,6 +162,7 @@ async function startEtcd(): Promise<Running> {
     await cluster.leaderEndpoint(LEADER_TIMEOUT_MS);
     return {
       target: { system: 'etcd', endpoints: cluster.clientEndpoints, serverPids: cluster.pids(), label: `etcd ${CLUSTER_SIZE} members` },
+      leaderPid: async () => cluster.pidOf(await cluster.leaderEndpoint(LEADER_TIMEOUT_MS)),
       cleanup: () => cluster.cleanup(),
     };
   } catch (err) {
@@ -167,10 +171,26 @@ async function startEtcd(): Promise<Running> {
   }
 }
 
-async function measure(system: 'raftkv' | 'etcd', w: CompareWorkload, workload: WorkloadSpec, signal: AbortSignal): Promise<BenchResult> {
+/** A run's result, and the pid of the server that was leader before and after it (if the same). */
+interface Measured {
+  readonly result: BenchResult;
+  readonly leaderPid?: number;
+}
+
+/** The leader's pid, or undefined when none is found (the run's figures stand without the split). */
+async function leaderPidOrNone(running: Running): Promise<number | undefined> {
+  try {
+    return await running.leaderPid();
+  } catch {
+    return undefined;
+  }
+}
+
+async function measure(system: 'raftkv' | 'etcd', w: CompareWorkload, workload: WorkloadSpec, signal: AbortSignal): Promise<Measured> {
   const running = system === 'raftkv' ? await startRaftkv() : await startEtcd();
   try {
-    return await runBench(running.target, workload, {
+    const before = await leaderPidOrNone(running);
+    const result = await runBench(running.target, workload, {
       signal,
       progressIntervalMs: PROGRESS_INTERVAL_MS,
       onProgress: (p) =>
@@ -178,6 +198,8 @@ async function measure(system: 'raftkv' | 'etcd', w: CompareWorkload, workload: 
           `  [${system} ${w.name}] ${(p.elapsedMs / 1000).toFixed(0)} s: ${p.ops} ops, ${Math.round(p.opsPerSec)} ops/s, p99 ${(p.p99Us / 1000).toFixed(1)} ms, ${p.errors} errors\n`,
         ),
     });
+    const after = await leaderPidOrNone(running);
+    return { result, ...(before !== undefined && before === after ? { leaderPid: before } : {}) };
   } finally {
     await running.cleanup();
   }
@@ -224,14 +246,20 @@ async function main(): Promise<void> {
       for (const w of selected) {
         const common: Partial<WorkloadSpec> = { durationMs, warmupMs, keys: KEYS, valueBytes: VALUE_BYTES, seed };
         const specs = { raftkv: defaultWorkload({ ...common, ...w.spec }), etcd: defaultWorkload({ ...common, ...w.spec, ...w.etcdSpec }) };
-        const pair: { name: string; note?: string; raftkv?: BenchResult; etcd?: BenchResult } = { name: w.name, ...(w.note !== undefined ? { note: w.note } : {}) };
+        const leaderPids: { raftkv?: number; etcd?: number } = {};
+        const pair: { name: string; note?: string; raftkv?: BenchResult; etcd?: BenchResult; leaderPids: typeof leaderPids } = {
+          name: w.name,
+          ...(w.note !== undefined ? { note: w.note } : {}),
+          leaderPids,
+        };
         pairs.push(pair);
         for (const system of order) {
           if (abort.signal.aborted) break;
           process.stderr.write(`${system} ${w.name}${tag}: starting a fresh cluster\n`);
           try {
-            const res = await measure(system, w, specs[system], abort.signal);
+            const { result: res, leaderPid } = await measure(system, w, specs[system], abort.signal);
             pair[system] = res;
+            if (leaderPid !== undefined) leaderPids[system] = leaderPid;
             console.log('');
             console.log(`## ${system} ${w.name}${tag}`);
             console.log(formatResult(res));

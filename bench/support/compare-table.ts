@@ -22,6 +22,18 @@ export interface ComparePair {
   readonly etcd?: BenchResult;
   /** Said under the table, e.g. what etcd ran where it has no equivalent of a raftkv mode. */
   readonly note?: string;
+  /**
+   * The pid of the server process that was leader before and after each side's run (absent when
+   * unknown or when the leader changed), to split that side's server CPU by role.
+   */
+  readonly leaderPids?: { readonly raftkv?: number; readonly etcd?: number };
+}
+
+/** A run's server CPU per operation on the leader and, averaged, on each other server. */
+export interface RoleCpu {
+  readonly leaderUsPerOp: number;
+  /** The mean over the other servers (each server's own CPU per operation of the whole cluster's). */
+  readonly followerUsPerOp: number;
 }
 
 export interface CompareRow {
@@ -38,6 +50,12 @@ export interface CompareRow {
   readonly raftkvCpuUsPerOp?: number;
   readonly etcdCpuUsPerOp?: number;
   readonly cpuRatio?: number;
+  readonly raftkvLeaderCpuUsPerOp?: number;
+  readonly etcdLeaderCpuUsPerOp?: number;
+  readonly leaderCpuRatio?: number;
+  readonly raftkvFollowerCpuUsPerOp?: number;
+  readonly etcdFollowerCpuUsPerOp?: number;
+  readonly followerCpuRatio?: number;
 }
 
 export type Verdict = 'PASS' | 'MISS' | 'N/A';
@@ -67,9 +85,25 @@ export function ratio(a: number | undefined, b: number | undefined): number | un
 
 const usToMs = (us: number | undefined): number | undefined => (us === undefined ? undefined : us / 1000);
 
+/**
+ * The server CPU of a run split by role: undefined without per-process figures, without the
+ * leader's pid among them, without another server, or without operations.
+ */
+export function roleCpu(res: BenchResult | undefined, leaderPid: number | undefined): RoleCpu | undefined {
+  const byPid = res?.serverCpuByPid;
+  if (res === undefined || byPid === undefined || leaderPid === undefined || res.ops <= 0) return undefined;
+  const leaderMs = byPid[String(leaderPid)];
+  const others = Object.entries(byPid).filter(([pid]) => pid !== String(leaderPid)).map(([, ms]) => ms);
+  if (leaderMs === undefined || others.length === 0) return undefined;
+  const perOp = (ms: number): number => (ms * 1000) / res.ops;
+  return { leaderUsPerOp: perOp(leaderMs), followerUsPerOp: perOp(others.reduce((a, b) => a + b, 0) / others.length) };
+}
+
 export function buildRow(pair: ComparePair): CompareRow {
   const r = pair.raftkv;
   const e = pair.etcd;
+  const rr = roleCpu(r, pair.leaderPids?.raftkv);
+  const er = roleCpu(e, pair.leaderPids?.etcd);
   const row = {
     name: pair.name,
     raftkvOpsPerSec: r?.opsPerSec,
@@ -87,6 +121,12 @@ export function buildRow(pair: ComparePair): CompareRow {
     p50Ratio: ratio(row.raftkvP50Ms, row.etcdP50Ms),
     p99Ratio: ratio(row.raftkvP99Ms, row.etcdP99Ms),
     cpuRatio: ratio(row.raftkvCpuUsPerOp, row.etcdCpuUsPerOp),
+    raftkvLeaderCpuUsPerOp: rr?.leaderUsPerOp,
+    etcdLeaderCpuUsPerOp: er?.leaderUsPerOp,
+    leaderCpuRatio: ratio(rr?.leaderUsPerOp, er?.leaderUsPerOp),
+    raftkvFollowerCpuUsPerOp: rr?.followerUsPerOp,
+    etcdFollowerCpuUsPerOp: er?.followerUsPerOp,
+    followerCpuRatio: ratio(rr?.followerUsPerOp, er?.followerUsPerOp),
   };
 }
 
@@ -245,6 +285,21 @@ export function formatCompareTable(rows: readonly CompareRow[]): string {
   return markdownTable(header, body);
 }
 
+const ROLE_HEADER = ['workload', 'raftkv leader', 'etcd leader', 'ratio', 'raftkv follower', 'etcd follower', 'ratio'];
+const ROLE_TITLE = 'Server CPU per operation by role, µs (a follower: the mean of the two; ratio = raftkv ÷ etcd)';
+
+/** The server CPU per operation split into the leader's and a follower's; empty when no row has it. */
+export function formatRoleTable(rows: readonly CompareRow[]): string {
+  const has = rows.filter((r) => r.raftkvLeaderCpuUsPerOp !== undefined || r.etcdLeaderCpuUsPerOp !== undefined);
+  if (has.length === 0) return '';
+  const body = has.map((r) => [
+    r.name,
+    fmtNum(r.raftkvLeaderCpuUsPerOp), fmtNum(r.etcdLeaderCpuUsPerOp), fmtRatio(r.leaderCpuRatio),
+    fmtNum(r.raftkvFollowerCpuUsPerOp), fmtNum(r.etcdFollowerCpuUsPerOp), fmtRatio(r.followerCpuRatio),
+  ]);
+  return markdownTable(ROLE_HEADER, body);
+}
+
 /** One verdict per target, its figures on the line below (one run's, or the rounds' summary). */
 export function formatTargets(targets: readonly Pick<TargetResult, 'id' | 'verdict' | 'description' | 'detail'>[]): string {
   const idWidth = Math.max(0, ...targets.map((t) => t.id.length)) + 2;
@@ -279,10 +334,12 @@ export function formatComparison(pairs: readonly ComparePair[]): string {
   const notes = pairs.filter((p) => p.note !== undefined).map((p) => `- ${p.name}: ${p.note}`);
   const errors = formatErrors(pairs);
   const targets = evaluateTargets(pairs);
+  const roles = formatRoleTable(rows);
   return [
     'Side by side (ratio = raftkv ÷ etcd: above 1× is better for ops/s, below 1× is better for latency and CPU)',
     '',
     formatCompareTable(rows),
+    ...(roles !== '' ? ['', ROLE_TITLE, '', roles] : []),
     ...(notes.length > 0 ? ['', 'Notes:', ...notes] : []),
     '',
     errors.length > 0 ? `Errors:\n${errors.map((e) => `- ${e}`).join('\n')}` : 'Errors: none',
@@ -355,6 +412,27 @@ export function formatRoundsTable(rounds: readonly (readonly ComparePair[])[]): 
   return markdownTable(['workload', 'ops/s ratio', 'p50 ratio', 'p99 ratio', 'CPU/op ratio'], body);
 }
 
+/** Per workload, the median over the rounds of each role's CPU per operation and of its ratios; empty when none has it. */
+export function formatRoundsRoleTable(rounds: readonly (readonly ComparePair[])[]): string {
+  const names = [...new Set(rounds.flatMap((pairs) => pairs.map((p) => p.name)))];
+  const med = (values: readonly (number | undefined)[]): number | undefined => median(values.filter((v): v is number => v !== undefined));
+  const rows: CompareRow[] = [];
+  for (const name of names) {
+    const rs = rounds.map((pairs) => pairs.find((p) => p.name === name)).filter((p) => p !== undefined).map(buildRow);
+    const opt = (k: string, v: number | undefined): Record<string, number> => (v === undefined ? {} : { [k]: v });
+    rows.push({
+      name,
+      ...opt('raftkvLeaderCpuUsPerOp', med(rs.map((r) => r.raftkvLeaderCpuUsPerOp))),
+      ...opt('etcdLeaderCpuUsPerOp', med(rs.map((r) => r.etcdLeaderCpuUsPerOp))),
+      ...opt('leaderCpuRatio', med(rs.map((r) => r.leaderCpuRatio))),
+      ...opt('raftkvFollowerCpuUsPerOp', med(rs.map((r) => r.raftkvFollowerCpuUsPerOp))),
+      ...opt('etcdFollowerCpuUsPerOp', med(rs.map((r) => r.etcdFollowerCpuUsPerOp))),
+      ...opt('followerCpuRatio', med(rs.map((r) => r.followerCpuRatio))),
+    });
+  }
+  return formatRoleTable(rows);
+}
+
 /** The summary of several rounds: the median-ratio table and the targets judged on the medians. */
 export function formatRounds(rounds: readonly (readonly ComparePair[])[]): string {
   const targets = summarizeRounds(rounds);
@@ -362,10 +440,12 @@ export function formatRounds(rounds: readonly (readonly ComparePair[])[]): strin
     ...t,
     detail: `median ${fmtRatio(t.median)} (needs ${ruleText(t.rule)}); rounds ${t.ratios.map(fmtRatio).join(', ')}; passed in ${t.passedRounds} of ${rounds.length}`,
   }));
+  const roles = formatRoundsRoleTable(rounds);
   return [
     `Across ${rounds.length} rounds: median ratio (lowest–highest), raftkv ÷ etcd`,
     '',
     formatRoundsTable(rounds),
+    ...(roles !== '' ? ['', `${ROLE_TITLE.replace(', µs', ', µs, median of the rounds')}`, '', roles] : []),
     '',
     `Targets (issue 8) on the median of ${rounds.length} rounds: ${verdictCounts(targets)}`,
     formatTargets(lines),

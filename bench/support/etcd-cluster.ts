@@ -188,6 +188,12 @@ export class EtcdCluster {
     return this.members.filter((m) => m.running && m.child.pid !== undefined).map((m) => m.child.pid!);
   }
 
+  /** The process id of the running member serving `endpoint` (one of clientEndpoints). */
+  pidOf(endpoint: string): number | undefined {
+    const m = this.members[this.clientEndpoints.indexOf(endpoint)];
+    return m !== undefined && m.running ? m.child.pid : undefined;
+  }
+
   /** The client endpoint of the member that reports itself leader (waits for one, with a deadline). */
   async leaderEndpoint(timeoutMs = 10_000): Promise<string> {
     let leader: string | undefined;

@@ -9,10 +9,12 @@ import {
   evaluateTargets,
   fmtNum,
   formatComparison,
+  formatRoleTable,
   formatRounds,
   markdownTable,
   median,
   ratio,
+  roleCpu,
   summarizeRounds,
   WORKLOADS,
   type ComparePair,
@@ -112,6 +114,63 @@ describe('buildRow', () => {
     expect(row.opsRatio).toBeUndefined();
     expect(row.raftkvCpuUsPerOp).toBeUndefined();
     expect(row.cpuRatio).toBeUndefined();
+  });
+});
+
+describe('server CPU by role', () => {
+  /** A result whose server CPU is split over pids 11 (leader), 12 and 13, in ms over `ops` operations. */
+  function split(system: 'raftkv' | 'etcd', ops: number, byPid: Record<string, number>): BenchResult {
+    const r = result(system, { opsPerSec: ops / 5, cpuUsPerOp: 1 });
+    return { ...r, ops, serverCpuByPid: byPid };
+  }
+
+  it("gives the leader's CPU per operation and the mean of the others'", () => {
+    const rc = roleCpu(split('raftkv', 10_000, { '11': 1_500, '12': 600, '13': 700 }), 11);
+    expect(rc?.leaderUsPerOp).toBe(150);
+    expect(rc?.followerUsPerOp).toBe(65);
+  });
+
+  it('gives nothing without a leader pid among the figures, without another server, or without operations', () => {
+    expect(roleCpu(split('raftkv', 10_000, { '11': 1_500, '12': 600 }), undefined)).toBeUndefined();
+    expect(roleCpu(split('raftkv', 10_000, { '11': 1_500, '12': 600 }), 99)).toBeUndefined();
+    expect(roleCpu(split('raftkv', 10_000, { '11': 1_500 }), 11)).toBeUndefined();
+    expect(roleCpu(split('raftkv', 0, { '11': 1_500, '12': 600 }), 11)).toBeUndefined();
+    expect(roleCpu(result('raftkv', { opsPerSec: 10, cpuUsPerOp: 5 }), 11)).toBeUndefined();
+  });
+
+  it('puts both sides by role in the row, with raftkv ÷ etcd ratios, and prints them', () => {
+    const pair: ComparePair = {
+      name: WORKLOADS.put64,
+      raftkv: split('raftkv', 10_000, { '11': 1_600, '12': 640, '13': 640 }),
+      etcd: split('etcd', 10_000, { '21': 1_200, '22': 600, '23': 680 }),
+      leaderPids: { raftkv: 11, etcd: 21 },
+    };
+    const row = buildRow(pair);
+    expect(row.raftkvLeaderCpuUsPerOp).toBe(160);
+    expect(row.etcdLeaderCpuUsPerOp).toBe(120);
+    expect(row.leaderCpuRatio).toBeCloseTo(4 / 3);
+    expect(row.raftkvFollowerCpuUsPerOp).toBe(64);
+    expect(row.etcdFollowerCpuUsPerOp).toBe(64);
+    expect(row.followerCpuRatio).toBe(1);
+    expect(formatRoleTable([row])).toMatch(/\| put-64 +\| +160 \| +120 \| 1\.33× \| +64\.0 \| +64\.0 \| 1\.00× \|/);
+    expect(formatComparison([pair])).toContain('Server CPU per operation by role');
+    // Without the leaders' pids there is no split, and no table.
+    expect(formatRoleTable([buildRow({ ...pair, leaderPids: {} })])).toBe('');
+    expect(formatComparison([{ ...pair, leaderPids: {} }])).not.toContain('by role');
+  });
+
+  it('takes the median of each figure over rounds', () => {
+    const round = (leaderMs: number): ComparePair[] => [
+      {
+        name: WORKLOADS.put64,
+        raftkv: split('raftkv', 10_000, { '11': leaderMs, '12': 640, '13': 640 }),
+        etcd: split('etcd', 10_000, { '21': 1_000, '22': 600, '23': 600 }),
+        leaderPids: { raftkv: 11, etcd: 21 },
+      },
+    ];
+    const text = formatRounds([round(1_500), round(2_000), round(1_700)]);
+    expect(text).toContain('by role, µs, median of the rounds');
+    expect(text).toMatch(/\| put-64 +\| +170 \| +100 \| 1\.70× \| +64\.0 \| +60\.0 \| 1\.07× \|/);
   });
 });
 
