@@ -1,7 +1,9 @@
 // raftkv against etcd 3.4 on the same machine (issue 8): the same kvbench workloads on a 3-node
 // raftkv cluster (kvnode's default timings: tick 100 ms, election timeout 10 ticks) and on a 3-member
 // etcd cluster (its defaults: heartbeat 100 ms, election timeout 1000 ms), all on 127.0.0.1, then a
-// side-by-side table and the issue's targets judged PASS or MISS.
+// side-by-side table, the server CPU per operation split into the leader's and a follower's (the
+// leader's pid is looked up before and after each run; no split when it moved), and the issue's
+// targets judged PASS or MISS.
 //
 // One system at a time: for each workload, a fresh raftkv cluster is started, measured and stopped,
 // then a fresh etcd cluster is started, measured and stopped. Never both at once (the machine this
@@ -94,7 +96,8 @@ const COMPARE_WORKLOADS: readonly CompareWorkload[] = [
 const USAGE = `Usage: npx tsx bench/compare-etcd.ts [options]
 
 raftkv against etcd 3.4: the same kvbench workloads on a fresh 3-node cluster of each, one at a
-time, then both side by side with ratios and the issue's targets judged PASS or MISS.
+time, then both side by side with ratios, each side's server CPU per operation split into the
+leader's and a follower's, and the issue's targets judged PASS or MISS.
 
 Options:
   --duration S     measured seconds per workload and system (default 10)
