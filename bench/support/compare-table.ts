@@ -412,24 +412,25 @@ export function formatRoundsTable(rounds: readonly (readonly ComparePair[])[]): 
   return markdownTable(['workload', 'ops/s ratio', 'p50 ratio', 'p99 ratio', 'CPU/op ratio'], body);
 }
 
+/** The fields of a row that the table by role shows. */
+const ROLE_FIELDS = [
+  'raftkvLeaderCpuUsPerOp',
+  'etcdLeaderCpuUsPerOp',
+  'leaderCpuRatio',
+  'raftkvFollowerCpuUsPerOp',
+  'etcdFollowerCpuUsPerOp',
+  'followerCpuRatio',
+] as const satisfies readonly (keyof CompareRow)[];
+
 /** Per workload, the median over the rounds of each role's CPU per operation and of its ratios; empty when none has it. */
 export function formatRoundsRoleTable(rounds: readonly (readonly ComparePair[])[]): string {
   const names = [...new Set(rounds.flatMap((pairs) => pairs.map((p) => p.name)))];
-  const med = (values: readonly (number | undefined)[]): number | undefined => median(values.filter((v): v is number => v !== undefined));
-  const rows: CompareRow[] = [];
-  for (const name of names) {
+  const rows = names.map((name) => {
     const rs = rounds.map((pairs) => pairs.find((p) => p.name === name)).filter((p) => p !== undefined).map(buildRow);
-    const opt = (k: string, v: number | undefined): Record<string, number> => (v === undefined ? {} : { [k]: v });
-    rows.push({
-      name,
-      ...opt('raftkvLeaderCpuUsPerOp', med(rs.map((r) => r.raftkvLeaderCpuUsPerOp))),
-      ...opt('etcdLeaderCpuUsPerOp', med(rs.map((r) => r.etcdLeaderCpuUsPerOp))),
-      ...opt('leaderCpuRatio', med(rs.map((r) => r.leaderCpuRatio))),
-      ...opt('raftkvFollowerCpuUsPerOp', med(rs.map((r) => r.raftkvFollowerCpuUsPerOp))),
-      ...opt('etcdFollowerCpuUsPerOp', med(rs.map((r) => r.etcdFollowerCpuUsPerOp))),
-      ...opt('followerCpuRatio', med(rs.map((r) => r.followerCpuRatio))),
-    });
-  }
+    const row: { -readonly [K in keyof CompareRow]: CompareRow[K] } = { name };
+    for (const k of ROLE_FIELDS) row[k] = median(rs.map((r) => r[k]).filter((v): v is number => v !== undefined));
+    return row;
+  });
   return formatRoleTable(rows);
 }
 
