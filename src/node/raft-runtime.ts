@@ -5,6 +5,7 @@
 import { LimitError, NotLeaderError, RaftKvError } from '../errors.js';
 import type { Raft } from '../raft/raft.js';
 import type { Entry, HardState, Message, NodeId, Ready, SnapshotMeta, SnapshotRequest, SoftState } from '../raft/types.js';
+import { IntKeyMap } from '../transport/int-key-map.js';
 import type { Logger } from './logger.js';
 
 /**
@@ -201,12 +202,15 @@ export class RaftRuntime<R, S, W = never> {
   private staged: StagedSnapshot<S> | undefined;
   /** Proposals waiting to be handed to the core at the top of the next loop turn (batched). */
   private queued: Queued<R>[] = [];
-  /** Proposals in the log, by index, waiting to be applied. */
-  private readonly waiters = new Map<number, Waiter<R>>();
+  /**
+   * Proposals in the log, by index, waiting to be applied. Not a Map: one entry in and one out per
+   * write, for as long as the node runs (see IntKeyMap).
+   */
+  private readonly waiters = new IntKeyMap<Waiter<R>>();
   /** Reads waiting to be handed to the core as one ReadIndex request (one confirmation round). */
   private queuedReads: ReadWaiter[] = [];
   /** Reads handed to the core, by request context, with the leader and term they were asked of. */
-  private readonly readBatches = new Map<number, { waiters: ReadWaiter[]; leader: number; term: number }>();
+  private readonly readBatches = new IntKeyMap<{ waiters: ReadWaiter[]; leader: number; term: number }>();
   private nextReadContext = 1;
   /** Waiting for the applied index to reach an index; kept sorted by index. */
   private applyWaiters: ApplyWaiter[] = [];

@@ -8,6 +8,7 @@ import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import type { TransportLogger } from './logger.js';
 import { silentLogger } from './logger.js';
+import { onGrpcSessions, replaceStreamMap } from './http2-stream-map.js';
 import { isPeerWireHead, PEER_WIRE_MAGIC } from './peer-wire.js';
 
 /** Takes a raw peer connection and the bytes already read from it (they start with the magic). */
@@ -23,6 +24,11 @@ export interface NodeListenerOptions {
    * so silent connections cannot lock clients and peers out (theirs arrive at once). Default 256.
    */
   readonly maxPendingConnections?: number;
+  /**
+   * Give each HTTP/2 session an IntKeyMap for its streams in place of Node's Map (see
+   * http2-stream-map.ts: far less GC under load). Default true; false leaves Node's Map.
+   */
+  readonly replaceStreamMaps?: boolean;
   readonly logger?: TransportLogger;
 }
 
@@ -35,6 +41,10 @@ export interface ListenerCounters {
   firstBytesTimeouts: number;
   /** Closed to make room under maxPendingConnections. */
   evictedPending: number;
+  /** HTTP/2 sessions that got an IntKeyMap for their streams. */
+  streamMapsReplaced: number;
+  /** HTTP/2 sessions seen whose streams stayed in Node's Map (its internals were not found). */
+  streamMapsKept: number;
 }
 
 /** "host:port", "[v6]:port": the host (without brackets) and the port; throws RangeError otherwise. */
@@ -58,7 +68,9 @@ export class NodeListener {
   private readonly logger: TransportLogger;
   /** The pending limit was hit since the pending set was last empty: logs once per such episode. */
   private evictingSinceEmpty = false;
-  readonly counters: ListenerCounters = { firstBytesTimeouts: 0, evictedPending: 0 };
+  readonly counters: ListenerCounters = { firstBytesTimeouts: 0, evictedPending: 0, streamMapsReplaced: 0, streamMapsKept: 0 };
+  /** Logged once: grpc-js's servers or Node's sessions were not as expected; stream maps stay Maps. */
+  private loggedKeptStreamMap = false;
   private closed = false;
   /** The bound port, once listen() resolved. */
   port = 0;
@@ -68,6 +80,9 @@ export class NodeListener {
     this.firstBytesTimeoutMs = o.firstBytesTimeoutMs ?? DEFAULT_FIRST_BYTES_TIMEOUT_MS;
     this.maxPendingConnections = o.maxPendingConnections ?? DEFAULT_MAX_PENDING_CONNECTIONS;
     this.logger = o.logger ?? silentLogger;
+    if (o.replaceStreamMaps ?? true) {
+      if (!onGrpcSessions(o.grpcServer, (session) => this.onSession(session))) this.warnStreamMapsKept();
+    }
     this.server = net.createServer({ noDelay: true }, (socket) => this.onConnection(socket));
   }
 
@@ -168,5 +183,22 @@ export class NodeListener {
     socket.on('data', onData);
     socket.on('close', onClose);
     socket.on('error', onClose);
+  }
+
+  private onSession(session: object): void {
+    if (replaceStreamMap(session)) this.counters.streamMapsReplaced++;
+    else {
+      this.counters.streamMapsKept++;
+      this.warnStreamMapsKept();
+    }
+  }
+
+  private warnStreamMapsKept(): void {
+    if (this.loggedKeptStreamMap) return;
+    this.loggedKeptStreamMap = true;
+    this.logger.warn(
+      `this grpc-js or Node (${process.version}) does not keep HTTP/2 sessions or their streams where expected: ` +
+        `streams stay in Node's Map (more GC under load; see src/transport/http2-stream-map.ts)`,
+    );
   }
 }
