@@ -5,12 +5,13 @@
 // Why not a Map: V8 (Node 20's 11.3) rebuilds a Map's table every few dozen insertions when entries
 // are deleted as fast as they are added, and links the old table to the new one (for iterators that
 // were walking the old). Once a table is in the old generation (a full GC promotes whatever is live
-// in the young one, the current table included), the scavenger must treat the link from the dead old
-// table as live: the new table survives, is promoted, and in turn keeps its successor alive, and so
-// on until the next full GC, after which it starts again. Every value a table held when it was
+// in the young one, the current table included), its link outlives it: a scavenge takes every pointer
+// from the old generation into the young one as live, dead holder or not, so the next table survives,
+// is promoted, and in turn keeps its successor alive, and so on until the next full GC, after which
+// it starts again. Every value a table held when it was
 // replaced is promoted along with it: at 64 clients that is every request's objects, and full GCs
 // every second or two. A plain object's elements are resized without such a link. Measured in
-// README "Where the time goes" (GC on a leader serving reads).
+// README, "Where the time goes" ("GC: every gRPC call's objects were promoted, because of a Map").
 //
 // Keys are integers from 0 to MAX_INT_KEY (an object's element indices). Iteration is in ascending
 // key order (where a Map iterates in insertion order; the two agree when keys only grow, as stream
