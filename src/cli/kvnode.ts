@@ -89,6 +89,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--snapshot-bytes <n>', 'take a snapshot after this many bytes of applied entries (0: not by size)').argParser(int('--snapshot-bytes', 0)).default(d.snapshotBytes))
     .addOption(new Option('--compaction-margin-entries <n>', 'applied entries kept in the log behind a snapshot, for followers that lag a little').argParser(int('--compaction-margin-entries', 0)).default(d.compactionMarginEntries))
     .addOption(new Option('--snapshot-chunk-bytes <n>', `limit: bytes per chunk of a snapshot transfer, a few in flight (default ${DEFAULT_SNAPSHOT_CHUNK_BYTES}, less if --max-message-bytes needs)`).argParser(int('--snapshot-chunk-bytes', 1024)))
+    .addOption(new Option('--keep-http2-stream-maps', "leave Node's Map as each HTTP/2 session's stream table (replaced by default: far less GC under load)"))
     .addOption(new Option('--enable-fault-injection', 'test only: serve the FaultInjection service that cuts peer links (cluster partition/heal)'))
     .addOption(new Option('--log-level <level>', 'debug, info, warn or error').choices(['debug', 'info', 'warn', 'error']).default(d.logLevel));
 }
@@ -168,6 +169,7 @@ export function resolveConfig(program: Command): KvNodeConfig {
     ...(pick<number>('snapshotChunkBytes') !== undefined ? { snapshotChunkBytes: pick<number>('snapshotChunkBytes')! } : {}),
     logLevel: pick<LogLevel>('logLevel')!,
     faultInjection: pick<boolean>('enableFaultInjection') === true,
+    keepHttp2StreamMaps: pick<boolean>('keepHttp2StreamMaps') === true,
   };
 }
 

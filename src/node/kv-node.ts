@@ -31,7 +31,7 @@ import {
   type RequestLimits,
 } from '../server/validate.js';
 import { NodeStore, type SnapshotInstall, type SnapshotReader, type StateWrite } from '../storage/node-store.js';
-import { NodeListener } from '../transport/node-listener.js';
+import { NodeListener, type ListenerCounters } from '../transport/node-listener.js';
 import { DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES, PeerTransport } from '../transport/peer-transport.js';
 import { peerPackageDefinition, SNAPSHOT_CHUNK_OVERHEAD_BYTES } from '../transport/peer-service.js';
 import { createLogger, type Logger, type LogLevel } from './logger.js';
@@ -93,6 +93,12 @@ export interface KvNodeConfig {
   readonly logLevel: LogLevel;
   /** Test-only: serve the FaultInjection service (proto/fault.proto) to cut links at run time. */
   readonly faultInjection?: boolean;
+  /**
+   * Leave Node's Map as each HTTP/2 session's stream table (src/transport/http2-stream-map.ts
+   * replaces it, reaching into Node's and grpc-js's internals, because under load V8 promotes every
+   * call's objects through it). An escape hatch; default false.
+   */
+  readonly keepHttp2StreamMaps?: boolean;
 }
 
 export const DEFAULT_NODE_CONFIG = {
@@ -191,6 +197,15 @@ export class KvNode {
   }
 
   /** The port the server bound (useful with port 0). */
+  /**
+   * What the node's port listener counted since start: connections it closed before sorting them,
+   * and HTTP/2 sessions whose stream table it replaced or had to leave as Node's Map. Undefined
+   * before start().
+   */
+  get listenerCounters(): Readonly<ListenerCounters> | undefined {
+    return this.listener?.counters;
+  }
+
   get boundPort(): number {
     return this.port;
   }
@@ -315,6 +330,7 @@ export class KvNode {
       }
       this.listener = new NodeListener({
         grpcServer: this.server,
+        replaceStreamMaps: c.keepHttp2StreamMaps !== true,
         logger: { info: (msg) => this.log.info('listener', { msg }), warn: (msg) => this.log.warn('listener', { msg }) },
       });
       this.transport.addToServer(this.server, this.listener);

@@ -1,4 +1,5 @@
-// kvnode's option parsing: the apply and commit deferrals' defaults, their off switches and limits.
+// kvnode's option parsing: the apply and commit deferrals' defaults, their off switches and limits,
+// and the switch that keeps Node's HTTP/2 stream maps.
 
 import { describe, expect, it } from 'vitest';
 import { buildProgram, resolveConfig } from '../../src/cli/kvnode.js';
@@ -56,5 +57,12 @@ describe('kvnode addresses and ids', () => {
     expect(() => parse(['--listen', 'localhost'])).toThrow(/--listen "localhost" is not HOST:PORT/);
     expect(() => parse(['--cluster-id', 'x'.repeat(1025)])).toThrow(/MAX_CLUSTER_ID_BYTES/);
     expect(parse(['--listen', '0.0.0.0:7001']).listen).toBe('0.0.0.0:7001');
+  });
+});
+
+describe('kvnode --keep-http2-stream-maps', () => {
+  it('is off unless given', () => {
+    expect(parse([]).keepHttp2StreamMaps).toBe(false);
+    expect(parse(['--keep-http2-stream-maps']).keepHttp2StreamMaps).toBe(true);
   });
 });
