@@ -2,9 +2,10 @@
 // holds a new commit index back from followers with no new entries sends it within commitDeferMs,
 // alone if no append took it first. A real core leads two followers played by the transport, which
 // grant every vote and acknowledge every append; ticks are a second long, so no heartbeat (every 5
-// ticks) carries the commit during a test.
+// ticks) carries the commit during a test. Also here, on the same leader: proposals and reads that
+// arrive in separate callbacks of one event-loop turn reach the core together (RaftRuntime.gather).
 
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { DEFAULT_COMMIT_DEFER_MS, MAX_COMMIT_DEFER_MS, RaftRuntime } from '../../src/node/raft-runtime.js';
 import { Raft } from '../../src/raft/raft.js';
 import { createRng } from '../../src/raft/rng.js';
@@ -157,6 +158,42 @@ describe('RaftRuntime commit deferral', () => {
     expect(() => new RaftRuntime<undefined, never>({ ...baseOptions(), raft: newRaft(true), commitDeferMs: MAX_COMMIT_DEFER_MS + 1 })).toThrow(
       `commitDeferMs must be an integer in [0, ${MAX_COMMIT_DEFER_MS}]`,
     );
+  });
+});
+
+describe('RaftRuntime gathering', () => {
+  /** Calls `fn` from `n` callbacks of one turn of the event loop, as n requests read at once would. */
+  function fromSeparateCallbacks<T>(n: number, fn: () => Promise<T>): Promise<T[]> {
+    const started: Promise<T[]> = new Promise((resolve) => {
+      const out: Promise<T>[] = [];
+      for (let i = 0; i < n; i++) {
+        setImmediate(() => {
+          out.push(fn());
+          if (out.length === n) resolve(Promise.all(out));
+        });
+      }
+    });
+    return started;
+  }
+
+  it('hands proposals that came in separate callbacks of one turn to the core as one batch', async () => {
+    const l = leader({ defer: false });
+    await elected(l);
+    const propose = vi.spyOn(l.raft, 'propose');
+    const results = await fromSeparateCallbacks(8, () => l.runtime.propose(new Uint8Array([7]), 5_000));
+    expect(propose.mock.calls.map(([datas]) => datas.length)).toEqual([8]);
+    const indexes = results.map((r) => r.index);
+    expect(new Set(indexes).size).toBe(8);
+    expect(Math.max(...indexes) - Math.min(...indexes)).toBe(7);
+  });
+
+  it('asks the core for one read index for reads that came in separate callbacks of one turn', async () => {
+    const l = leader({ defer: false });
+    await elected(l);
+    const readIndex = vi.spyOn(l.raft, 'readIndex');
+    const indexes = await fromSeparateCallbacks(8, () => l.runtime.readIndex(5_000));
+    expect(readIndex).toHaveBeenCalledTimes(1);
+    expect(new Set(indexes)).toEqual(new Set([l.raft.commitIndex]));
   });
 });
 
