@@ -20,8 +20,10 @@ import type { KvRecord } from './record.js';
 const ENTRY_OVERHEAD_BYTES = 256;
 
 interface Cached {
-  readonly record: KvRecord | null;
-  readonly bytes: number;
+  record: KvRecord | null;
+  bytes: number;
+  /** Hit or rewritten since the eviction scan last passed it (the clock's reference bit). */
+  used: boolean;
 }
 
 export class RecordCache {
@@ -33,7 +35,13 @@ export class RecordCache {
   private completeFlag = false;
   /** Counts evictions and clears: a loader that sees it move must stop (see setIfAbsent). */
   evictions = 0;
-  /** Least recently used first (a Map keeps insertion order; a hit re-inserts). */
+  /**
+   * In the order of the eviction scan (a Map keeps insertion order): oldest first. A hit or a rewrite
+   * only marks its entry used; the scan moves a used entry to the back once instead of evicting it
+   * (the CLOCK approximation of least recently used). So a hit or a rewrite leaves the Map as it is:
+   * deleting and re-inserting on each one made V8 rebuild the whole table every few thousand
+   * operations, and chain the old tables (see src/transport/int-key-map.ts).
+   */
   private readonly entries = new Map<string, Cached>();
   /** Invariant: the sum of `bytes` over entries; <= maxBytes after every call. */
   private bytes = 0;
@@ -81,13 +89,12 @@ export class RecordCache {
       return undefined;
     }
     this.hits++;
-    this.entries.delete(key);
-    this.entries.set(key, e);
+    e.used = true;
     return e.record;
   }
 
   /**
-   * Caches a key's record (null: absent), evicting the least recently used beyond the limit. A value
+   * Caches a key's record (null: absent), evicting entries not used lately beyond the limit. A value
    * that is a view into a larger buffer (a record applied from a log entry, itself a view into a
    * whole peer message) is copied, so the cache never keeps more memory alive than it counts.
    */
@@ -97,24 +104,46 @@ export class RecordCache {
     }
     const bytes = RecordCache.entryBytes(key, record?.value.byteLength ?? 0);
     const old = this.entries.get(key);
-    if (old !== undefined) {
-      this.entries.delete(key);
-      this.bytes -= old.bytes;
-    }
     if (bytes > this.maxBytes) {
+      if (old !== undefined) {
+        this.entries.delete(key);
+        this.bytes -= old.bytes;
+      }
       this.completeFlag = false;
       this.evictions++;
       return;
     }
-    this.entries.set(key, { record, bytes });
-    this.bytes += bytes;
+    if (old !== undefined) {
+      this.bytes += bytes - old.bytes;
+      old.record = record;
+      old.bytes = bytes;
+      old.used = true;
+    } else {
+      this.entries.set(key, { record, bytes, used: false });
+      this.bytes += bytes;
+    }
     if (this.bytes <= this.maxBytes) return;
     this.completeFlag = false;
     this.evictions++;
-    for (const [k, e] of this.entries) {
+    this.evict();
+  }
+
+  /**
+   * Evicts from the front until within the limit, moving each used entry to the back once. Ends: an
+   * entry moved loses its mark, and one entry alone fits (set checked it).
+   */
+  private evict(): void {
+    while (this.bytes > this.maxBytes) {
+      const front = this.entries.entries().next();
+      if (front.done === true) throw new Error(`RecordCache: ${this.bytes} bytes counted with no entries`);
+      const [k, e] = front.value;
       this.entries.delete(k);
-      this.bytes -= e.bytes;
-      if (this.bytes <= this.maxBytes) break;
+      if (e.used) {
+        e.used = false;
+        this.entries.set(k, e);
+      } else {
+        this.bytes -= e.bytes;
+      }
     }
   }
 

@@ -37,6 +37,14 @@ export function decodeSession(b: Uint8Array): { meta: SessionMeta; result: Uint8
   return { meta, result: r.rest() };
 }
 
+const NONE: readonly string[] = Object.freeze([]);
+
+/**
+ * Limit: touches remembered beyond twice the sessions kept before the touch order is compacted (its
+ * outdated touches dropped). Bounds the order's memory at 2 * sessions + this.
+ */
+const ORDER_SLACK = 1024;
+
 /** The in-memory index of the session table: metadata only (results stay on disk). */
 export class SessionTable {
   /** Limit: sessions kept; the least recently used is evicted beyond it. */
@@ -44,10 +52,21 @@ export class SessionTable {
   /** A session idle this long by the session clock expires. */
   readonly sessionTtlMs: number;
   /**
-   * In LRU order, least recently used first. Invariant: lastIndex strictly increases and lastSeenMs
-   * never decreases along this order.
+   * Each client's latest touch. Updated in place: the LRU order is kept apart, in `ids` and `metas`,
+   * so that a touch neither deletes nor re-inserts a key. A Map whose keys are deleted and re-added
+   * at this rate makes V8 rebuild its table every few dozen touches and chain the old tables (see
+   * src/transport/int-key-map.ts).
    */
   private readonly byClient = new Map<string, SessionMeta>();
+  /**
+   * Every touch since the last compaction, oldest first, from `head` on: client ids[k] touched with
+   * metas[k]. A touch is current while byClient maps ids[k] to that very metas[k]; the others are
+   * outdated and skipped. Invariant: the current touches, in this order, are the sessions in LRU
+   * order (lastIndex strictly increases and lastSeenMs never decreases along it), one per session.
+   */
+  private ids: string[] = [];
+  private metas: SessionMeta[] = [];
+  private head = 0;
   /** The latest touch ever seen (kept after eviction), to assert that touches only move forward. */
   private newest: SessionMeta | undefined;
 
@@ -63,6 +82,9 @@ export class SessionTable {
     const sorted = [...sessions].sort((a, b) => a[1].lastIndex - b[1].lastIndex);
     this.byClient.clear();
     for (const [id, meta] of sorted) this.byClient.set(id, meta);
+    this.ids = sorted.map(([id]) => id);
+    this.metas = sorted.map(([, meta]) => meta);
+    this.head = 0;
     this.newest = sorted[sorted.length - 1]?.[1];
   }
 
@@ -76,7 +98,8 @@ export class SessionTable {
 
   /** Client ids in LRU order, least recently used first (for tests and inspection). */
   clientIds(): string[] {
-    return [...this.byClient.keys()];
+    this.compact();
+    return this.ids.slice();
   }
 
   /** Records that `clientId` applied a command; it becomes the most recently used. */
@@ -85,30 +108,61 @@ export class SessionTable {
     if (last !== undefined && (meta.lastIndex <= last.lastIndex || meta.lastSeenMs < last.lastSeenMs)) {
       throw new Error(`session table: touch at index ${meta.lastIndex} / ${meta.lastSeenMs}ms goes back from ${last.lastIndex} / ${last.lastSeenMs}ms`);
     }
-    this.byClient.delete(clientId);
     this.byClient.set(clientId, meta);
+    this.ids.push(clientId);
+    this.metas.push(meta);
     this.newest = meta;
+    if (this.ids.length > 2 * this.byClient.size + ORDER_SLACK) this.compact();
   }
 
   /** Removes the sessions idle for sessionTtlMs or longer at `clockMs`; returns their ids. */
-  expire(clockMs: number): string[] {
-    const removed: string[] = [];
-    for (const [id, meta] of this.byClient) {
-      if (clockMs - meta.lastSeenMs < this.sessionTtlMs) break;
-      removed.push(id);
+  expire(clockMs: number): readonly string[] {
+    let removed: string[] | undefined;
+    for (let id = this.oldest(); id !== undefined; id = this.oldest()) {
+      if (clockMs - this.metas[this.head]!.lastSeenMs < this.sessionTtlMs) break;
+      this.byClient.delete(id);
+      this.head++;
+      (removed ??= []).push(id);
     }
-    for (const id of removed) this.byClient.delete(id);
-    return removed;
+    return removed ?? NONE;
   }
 
   /** Evicts least recently used sessions beyond maxSessions; returns their ids. */
-  evictOverflow(): string[] {
-    const removed: string[] = [];
-    for (const id of this.byClient.keys()) {
-      if (this.byClient.size - removed.length <= this.maxSessions) break;
-      removed.push(id);
+  evictOverflow(): readonly string[] {
+    let removed: string[] | undefined;
+    while (this.byClient.size > this.maxSessions) {
+      const id = this.oldest();
+      if (id === undefined) throw new Error(`session table: ${this.byClient.size} sessions but no current touch`);
+      this.byClient.delete(id);
+      this.head++;
+      (removed ??= []).push(id);
     }
-    for (const id of removed) this.byClient.delete(id);
-    return removed;
+    return removed ?? NONE;
+  }
+
+  /** The least recently used session's id (its touch is then at `head`), skipping outdated touches. */
+  private oldest(): string | undefined {
+    while (this.head < this.ids.length) {
+      const id = this.ids[this.head]!;
+      if (this.byClient.get(id) === this.metas[this.head]) return id;
+      this.head++;
+    }
+    return undefined;
+  }
+
+  /** Drops the outdated touches and those before `head`. */
+  private compact(): void {
+    const ids: string[] = [];
+    const metas: SessionMeta[] = [];
+    for (let k = this.head; k < this.ids.length; k++) {
+      const id = this.ids[k]!;
+      const meta = this.metas[k]!;
+      if (this.byClient.get(id) !== meta) continue;
+      ids.push(id);
+      metas.push(meta);
+    }
+    this.ids = ids;
+    this.metas = metas;
+    this.head = 0;
   }
 }

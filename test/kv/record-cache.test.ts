@@ -29,6 +29,23 @@ describe('RecordCache', () => {
     expect(c.usedBytes).toBe(3 * 267);
   });
 
+  it('gives an entry hit or rewritten since the scan last passed it one more turn, and leaves the others in their order', () => {
+    const c = new RecordCache(3 * 267);
+    c.set('a', rec('0123456789'));
+    c.set('b', rec('0123456789'));
+    c.set('c', rec('0123456789'));
+    c.set('b', rec('9876543210')); // rewritten: used, like a hit
+    c.set('d', rec('0123456789')); // a is the oldest and unused: it goes
+    expect(c.has('a')).toBe(false);
+    c.set('e', rec('0123456789')); // b moves behind e with its mark cleared; c goes
+    expect(c.has('c')).toBe(false);
+    expect(dec(c.get('b')!.value)).toBe('9876543210');
+    c.set('f', rec('0123456789')); // d is now the oldest and unused
+    expect(['b', 'c', 'd', 'e', 'f'].filter((k) => c.has(k))).toEqual(['b', 'e', 'f']);
+    expect(c.usedBytes).toBe(3 * 267);
+    expect(c.evictions).toBe(3);
+  });
+
   it('copies a value that is a view into a larger buffer, so it keeps only what it counts', () => {
     const frame = new Uint8Array(1024 * 1024);
     frame.set([1, 2, 3], 100);
