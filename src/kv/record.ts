@@ -14,8 +14,9 @@ export interface KvRecord {
   readonly version: number;
 }
 
+/** A view of a transient writer's slab (see Writer.transient): for a LevelDB write, not to be kept. */
 export function encodeRecord(r: KvRecord): Uint8Array {
-  return new Writer(24 + r.value.length)
+  return Writer.transient(24 + r.value.length)
     .u64(r.createIndex, 'createIndex')
     .u64(r.modIndex, 'modIndex')
     .u64(r.version, 'version')

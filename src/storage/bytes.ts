@@ -80,6 +80,27 @@ function checkU64(n: number, what: string): void {
   if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`${what} must be a non-negative safe integer, got ${n}`);
 }
 
+/** Typed arrays up to this many bytes live on V8's heap, where allocating them is cheap. */
+const ON_HEAP_MAX_BYTES = 64;
+/** Limit: the size of one slab of transient writers' room. */
+const SLAB_BYTES = 64 * 1024;
+/** Limit: the largest piece taken from a slab; a larger transient writer gets a buffer of its own. */
+const SLAB_PIECE_MAX_BYTES = 8 * 1024;
+let slab: ArrayBuffer | undefined;
+let slabAt = 0;
+
+/** `n` bytes of fresh room, as a piece of the current slab when it is worth it. */
+function slabPiece(n: number): Uint8Array {
+  if (n <= ON_HEAP_MAX_BYTES || n > SLAB_PIECE_MAX_BYTES) return new Uint8Array(n);
+  if (slab === undefined || slabAt + n > SLAB_BYTES) {
+    slab = new ArrayBuffer(SLAB_BYTES);
+    slabAt = 0;
+  }
+  const piece = new Uint8Array(slab, slabAt, n);
+  slabAt += (n + 7) & ~7;
+  return piece;
+}
+
 /**
  * Writes big-endian fields into a buffer that grows when needed. Writing an out-of-range number is a
  * bug: it throws. Size it exactly where the caller can (the sum of the fields below): then it never
@@ -90,9 +111,26 @@ export class Writer {
   private buf: Uint8Array;
   private at = 0;
   private finished = false;
+  /** Takes its room from the shared slab, and finish() returns a view of it (see transient()). */
+  private inSlab = false;
 
   constructor(initialBytes = 64) {
     this.buf = new Uint8Array(initialBytes);
+  }
+
+  /**
+   * A Writer for bytes that are handed on at once and dropped (a LevelDB write's values): its room is
+   * a piece of a slab shared by all such writers, and finish() returns a view of that piece, without
+   * a copy. A typed array of more than 64 bytes has its memory outside V8's heap, and allocating one
+   * costs microseconds (an allocator call, bookkeeping, and work for the GC to free it); a view costs
+   * what a small object does. The view keeps its whole slab alive, so nothing kept for long may come
+   * from here.
+   */
+  static transient(initialBytes: number): Writer {
+    const w = new Writer(0);
+    w.inSlab = true;
+    w.buf = slabPiece(initialBytes);
+    return w;
   }
 
   private reserve(n: number): void {
@@ -101,7 +139,7 @@ export class Writer {
     if (need <= this.buf.length) return;
     let size = Math.max(this.buf.length * 2, 1);
     while (size < need) size *= 2;
-    const next = new Uint8Array(size);
+    const next = this.inSlab ? slabPiece(size) : new Uint8Array(size);
     next.set(this.buf.subarray(0, this.at));
     this.buf = next;
   }
@@ -169,7 +207,8 @@ export class Writer {
   finish(): Uint8Array {
     if (this.finished) throw new Error('Writer: finish() called twice (a Writer is single-use)');
     this.finished = true;
-    return this.at === this.buf.length ? this.buf : this.buf.slice(0, this.at);
+    if (this.at === this.buf.length) return this.buf;
+    return this.inSlab ? this.buf.subarray(0, this.at) : this.buf.slice(0, this.at);
   }
 }
 

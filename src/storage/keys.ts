@@ -186,9 +186,12 @@ export function decodeSnapshotMeta(b: Uint8Array): SnapshotMeta {
 
 const ENTRY_TYPE_CODE: Record<EntryType, number> = { normal: 0, noop: 1 };
 
-/** The value of a log key: the index lives in the key, so it is not repeated here. */
+/**
+ * The value of a log key: the index lives in the key, so it is not repeated here. A view of a
+ * transient writer's slab: for a LevelDB write, not to be kept.
+ */
 export function encodeEntryValue(e: Entry): Uint8Array {
-  return new Writer(9 + e.data.length).u64(e.term, 'term').u8(ENTRY_TYPE_CODE[e.type]).raw(e.data).finish();
+  return Writer.transient(9 + e.data.length).u64(e.term, 'term').u8(ENTRY_TYPE_CODE[e.type]).raw(e.data).finish();
 }
 
 export function decodeEntryValue(index: number, b: Uint8Array): Entry {

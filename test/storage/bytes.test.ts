@@ -84,6 +84,53 @@ describe('Writer', () => {
   });
 });
 
+describe('Writer.transient', () => {
+  const fill = (n: number, byte: number): Uint8Array => new Uint8Array(n).fill(byte);
+
+  it('hands out pieces of one shared slab, which never overlap, with exactly the bytes written', () => {
+    const written: [Uint8Array, number, number][] = [];
+    for (let i = 0; i < 400; i++) {
+      const n = 65 + ((i * 37) % 500);
+      const b = Writer.transient(n).raw(fill(n, i % 251)).finish();
+      written.push([b, n, i % 251]);
+    }
+    const [first] = written[0]!;
+    expect(first.constructor).toBe(Uint8Array);
+    expect(first.buffer.byteLength).toBeGreaterThan(first.length);
+    expect(written.filter(([b]) => b.buffer === first.buffer).length).toBeGreaterThan(10);
+    // Every piece still holds its own bytes after all the others were written.
+    for (const [b, n, byte] of written) {
+      expect(b.length).toBe(n);
+      expect(b.every((x) => x === byte)).toBe(true);
+    }
+  });
+
+  it('grows within the slab, keeps what it wrote, and returns a view trimmed to size without a copy', () => {
+    const grown = Writer.transient(100).raw(fill(100, 1)).raw(fill(60, 2)).finish();
+    expect(grown.length).toBe(160);
+    expect([...grown.subarray(98, 102)]).toEqual([1, 1, 2, 2]);
+    const under = Writer.transient(200).u32(0xdeadbeef).raw(fill(100, 3)).finish();
+    expect(under.length).toBe(104);
+    expect(under.buffer.byteLength).toBeGreaterThan(200);
+    expect([...under.subarray(0, 5)]).toEqual([0xde, 0xad, 0xbe, 0xef, 3]);
+  });
+
+  it('gives small and very large writers buffers of their own, as Writer does', () => {
+    const small = Writer.transient(64).raw(fill(64, 7)).finish();
+    expect(small.buffer.byteLength).toBe(64);
+    const large = Writer.transient(64 * 1024).raw(fill(64 * 1024, 8)).finish();
+    expect(large.buffer.byteLength).toBe(64 * 1024);
+    expect(large.every((x) => x === 8)).toBe(true);
+  });
+
+  it('keeps the single-use rule', () => {
+    const w = Writer.transient(100).u8(1);
+    w.finish();
+    expect(() => w.u8(2)).toThrow(/single-use/);
+    expect(() => w.finish()).toThrow(/twice/);
+  });
+});
+
 describe('Reader', () => {
   it('reads from a view at an offset into a larger buffer (as LevelDB Buffers are)', () => {
     const backing = new Uint8Array(32).fill(0xee);
