@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { SessionTable, type SessionMeta } from '../../src/kv/session-table.js';
 import { createRng } from '../../src/raft/rng.js';
+import { seedOf } from '../support/seed.js';
 
 /** The model: sessions in LRU order, least recently used first. */
 class ModelTable {
@@ -23,12 +24,6 @@ class ModelTable {
     while (this.order.length > this.max) out.push(this.order.shift()![0]);
     return out;
   }
-}
-
-function seedOf(name: string): number {
-  const seed = process.env.SEED !== undefined ? Number(process.env.SEED) : Math.floor(Math.random() * 2 ** 31);
-  console.log(`${name}: seed ${seed} (replay with SEED=${seed})`);
-  return seed;
 }
 
 describe('SessionTable', () => {

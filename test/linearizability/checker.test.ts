@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { createRng } from '../../src/raft/rng.js';
 import { check, formatReport, type CheckOptions, type CheckResult } from '../support/linearizability/checker.js';
 import { formatHistory, HistoryFormatError, parseHistory, type HistoryOp } from '../support/linearizability/history.js';
+import { seedOf } from '../support/seed.js';
 import { randomHistory, type RandomHistoryOptions } from './random-history.js';
 
 // Builders: ret undefined means the outcome is unknown.
@@ -265,12 +266,6 @@ describe('the history format', () => {
   });
 });
 
-/** Seeds for the random tests: SEED replays one; otherwise a fresh one, printed. */
-function seedOf(name: string): number {
-  const seed = process.env.SEED !== undefined ? Number(process.env.SEED) : Math.floor(Math.random() * 2 ** 31);
-  console.log(`${name}: seed ${seed} (replay with SEED=${seed})`);
-  return seed;
-}
 
 /** An ok get moved to a value that was certainly not current anywhere in its interval, or undefined. */
 function staleReadMutation(h: readonly HistoryOp[], pick: (n: number) => number): HistoryOp[] | undefined {

@@ -13,6 +13,7 @@ import {
   type SnapshotLimits,
   type SnapshotRecord,
 } from '../../src/storage/snapshot-format.js';
+import { seedOf } from '../support/seed.js';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const LIMITS: SnapshotLimits = { maxKeyBytes: 1024, maxValueBytes: 4096 };
@@ -83,8 +84,7 @@ const small: SnapshotRecord[] = [
 
 describe('snapshot stream format', () => {
   it('round-trips records that straddle chunk boundaries, however the stream is cut', async () => {
-    const seed = process.env.SEED !== undefined ? Number(process.env.SEED) : Math.floor(Math.random() * 2 ** 31);
-    console.log(`snapshot-format round trip: seed ${seed} (replay with SEED=${seed})`);
+    const seed = seedOf('snapshot-format round trip');
     const rng = createRng(seed);
     for (let run = 0; run < 20; run++) {
       const records: SnapshotRecord[] = [];

@@ -6,11 +6,11 @@
 import { describe, expect, it } from 'vitest';
 import { createRng } from '../../src/raft/rng.js';
 import { IntKeyMap, MAX_INT_KEY } from '../../src/transport/int-key-map.js';
+import { seedOf } from '../support/seed.js';
 
 describe('IntKeyMap', () => {
   it('answers as a Map does over a random churn of growing keys', () => {
-    const seed = process.env.SEED !== undefined ? Number(process.env.SEED) : Math.floor(Math.random() * 2 ** 31);
-    console.log(`IntKeyMap churn: seed ${seed} (replay with SEED=${seed})`);
+    const seed = seedOf('IntKeyMap churn');
     const rng = createRng(seed);
     const m = new IntKeyMap<string>();
     const ref = new Map<number, string>();
