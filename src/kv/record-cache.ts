@@ -19,6 +19,16 @@ import type { KvRecord } from './record.js';
  */
 const ENTRY_OVERHEAD_BYTES = 256;
 
+/**
+ * Limit: entries one eviction may move to the back for having been used, before it evicts the next
+ * one whatever its mark. Without it, the first eviction after every entry was used would move them
+ * all at once.
+ */
+const MAX_SECOND_CHANCES = 32;
+
+/** Outdated places the eviction order may hold beyond twice the entries before it is compacted. */
+const ORDER_SLACK = 1024;
+
 interface Cached {
   record: KvRecord | null;
   bytes: number;
@@ -36,13 +46,22 @@ export class RecordCache {
   /** Counts evictions and clears: a loader that sees it move must stop (see setIfAbsent). */
   evictions = 0;
   /**
-   * In the order of the eviction scan (a Map keeps insertion order): oldest first. A hit or a rewrite
-   * only marks its entry used; the scan moves a used entry to the back once instead of evicting it
-   * (the CLOCK approximation of least recently used). So a hit or a rewrite leaves the Map as it is:
+   * The cached entries. A hit or a rewrite only marks its entry used and leaves the Map as it is:
    * deleting and re-inserting on each one made V8 rebuild the whole table every few thousand
-   * operations, and chain the old tables (see src/transport/int-key-map.ts).
+   * operations, and chain the old tables (see src/transport/int-key-map.ts). Nor is the Map walked
+   * from its front to find the oldest entry: after many deletions there, each new walk would first
+   * step over all their empty slots.
    */
   private readonly entries = new Map<string, Cached>();
+  /**
+   * The eviction order, oldest first, from `head` on: key order[k] as it was cached in
+   * orderEntries[k]. A place is current while `entries` maps its key to that very object; the others
+   * are outdated and skipped. Eviction takes the oldest current place; a used entry gets one more
+   * turn at the back instead, with its mark cleared (CLOCK, close to least recently used).
+   */
+  private order: string[] = [];
+  private orderEntries: Cached[] = [];
+  private head = 0;
   /** Invariant: the sum of `bytes` over entries; <= maxBytes after every call. */
   private bytes = 0;
   hits = 0;
@@ -119,7 +138,9 @@ export class RecordCache {
       old.bytes = bytes;
       old.used = true;
     } else {
-      this.entries.set(key, { record, bytes, used: false });
+      const e: Cached = { record, bytes, used: false };
+      this.entries.set(key, e);
+      this.enqueue(key, e);
       this.bytes += bytes;
     }
     if (this.bytes <= this.maxBytes) return;
@@ -129,27 +150,63 @@ export class RecordCache {
   }
 
   /**
-   * Evicts from the front until within the limit, moving each used entry to the back once. Ends: an
-   * entry moved loses its mark, and one entry alone fits (set checked it).
+   * Evicts the oldest entries until within the limit. A used one goes to the back once instead, up to
+   * MAX_SECOND_CHANCES per call. Ends: each turn either evicts or spends a chance, and one entry alone
+   * fits (set checked it).
    */
   private evict(): void {
+    let chances = MAX_SECOND_CHANCES;
     while (this.bytes > this.maxBytes) {
-      const front = this.entries.entries().next();
-      if (front.done === true) throw new Error(`RecordCache: ${this.bytes} bytes counted with no entries`);
-      const [k, e] = front.value;
-      this.entries.delete(k);
-      if (e.used) {
+      if (this.head >= this.order.length) throw new Error(`RecordCache: ${this.bytes} bytes counted with nothing to evict`);
+      const k = this.order[this.head]!;
+      const e = this.orderEntries[this.head]!;
+      this.head++;
+      if (this.entries.get(k) !== e) continue;
+      if (e.used && chances > 0) {
+        chances--;
         e.used = false;
-        this.entries.set(k, e);
-      } else {
-        this.bytes -= e.bytes;
+        this.enqueue(k, e);
+        continue;
       }
+      this.entries.delete(k);
+      this.bytes -= e.bytes;
     }
+    if (this.head > ORDER_SLACK && 2 * this.head > this.order.length) {
+      // Only the places already passed: a copy, without the lookups compactOrder does.
+      this.order = this.order.slice(this.head);
+      this.orderEntries = this.orderEntries.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  private enqueue(key: string, e: Cached): void {
+    this.order.push(key);
+    this.orderEntries.push(e);
+    if (this.order.length - this.head > 2 * this.entries.size + ORDER_SLACK) this.compactOrder();
+  }
+
+  /** Drops the places before `head` and the outdated ones. */
+  private compactOrder(): void {
+    const order: string[] = [];
+    const orderEntries: Cached[] = [];
+    for (let k = this.head; k < this.order.length; k++) {
+      const key = this.order[k]!;
+      const e = this.orderEntries[k]!;
+      if (this.entries.get(key) !== e) continue;
+      order.push(key);
+      orderEntries.push(e);
+    }
+    this.order = order;
+    this.orderEntries = orderEntries;
+    this.head = 0;
   }
 
   /** Forgets everything (the state was replaced); reads in progress will not insert their answers. */
   clear(): void {
     this.entries.clear();
+    this.order = [];
+    this.orderEntries = [];
+    this.head = 0;
     this.bytes = 0;
     this.epoch++;
     this.evictions++;

@@ -1,4 +1,4 @@
-// The record cache: its byte limit and LRU order, and, through the state machine, that it never
+// The record cache: its byte limit and eviction order (CLOCK), and, through the state machine, that it never
 // answers with a record older than the last completed apply (a read that missed while an apply wrote
 // the key must not cache what it found).
 
@@ -44,6 +44,37 @@ describe('RecordCache', () => {
     expect(['b', 'c', 'd', 'e', 'f'].filter((k) => c.has(k))).toEqual(['b', 'e', 'f']);
     expect(c.usedBytes).toBe(3 * 267);
     expect(c.evictions).toBe(3);
+  });
+
+  it('gives at most 32 used entries another turn per eviction, then evicts the oldest whatever its mark', () => {
+    // Keys of 4 characters: 4 + 10 + 256 = 270 bytes each, 100 of them fit.
+    const key = (i: number): string => `k${String(i).padStart(3, '0')}`;
+    const c = new RecordCache(100 * 270);
+    for (let i = 0; i < 100; i++) c.set(key(i), rec('0123456789'));
+    for (let i = 0; i < 100; i++) expect(c.get(key(i))).not.toBeUndefined();
+    c.set('new!', rec('0123456789'));
+    const gone = Array.from({ length: 100 }, (_, i) => key(i)).filter((k) => !c.has(k));
+    expect(gone).toEqual([key(32)]);
+    // Each eviction spends its chances on the marked entries in front (k033-k064, then k066-k097)
+    // and evicts the next (k065, then k098). Then k099 moves, and 'new!', queued before the entries
+    // moved by the first eviction and never used, is the oldest without a mark.
+    for (const k of ['nxt1', 'nxt2', 'nxt3']) c.set(k, rec('0123456789'));
+    const goneNow = [...Array.from({ length: 100 }, (_, i) => key(i)), 'new!'].filter((k) => !c.has(k));
+    expect(goneNow).toEqual([key(32), key(65), key(98), 'new!']);
+    expect(c.usedBytes).toBe(100 * 270);
+  });
+
+  it('evicts a key by the place of its latest insertion, after it was dropped and cached again', () => {
+    const c = new RecordCache(3 * 267);
+    c.set('a', rec('0123456789'));
+    c.set('b', rec('0123456789'));
+    c.set('a', rec('x'.repeat(2000))); // too large: dropped
+    expect(c.has('a')).toBe(false);
+    c.set('c', rec('0123456789'));
+    c.set('a', rec('0123456789')); // back, now the newest
+    c.set('d', rec('0123456789')); // over the limit: b, the oldest, goes
+    expect(['a', 'b', 'c', 'd'].filter((k) => c.has(k))).toEqual(['a', 'c', 'd']);
+    expect(c.usedBytes).toBe(3 * 267);
   });
 
   it('copies a value that is a view into a larger buffer, so it keeps only what it counts', () => {
