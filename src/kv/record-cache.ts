@@ -11,6 +11,7 @@
 // move while it was reading: otherwise an apply may have written the key meanwhile, and the answer
 // could be older than the cache's.
 
+import { PlaceOrder } from './place-order.js';
 import type { KvRecord } from './record.js';
 
 /**
@@ -25,9 +26,6 @@ const ENTRY_OVERHEAD_BYTES = 256;
  * all at once.
  */
 const MAX_SECOND_CHANCES = 32;
-
-/** Outdated places the eviction order may hold beyond twice the entries before it is compacted. */
-const ORDER_SLACK = 1024;
 
 interface Cached {
   record: KvRecord | null;
@@ -46,22 +44,15 @@ export class RecordCache {
   /** Counts evictions and clears: a loader that sees it move must stop (see setIfAbsent). */
   evictions = 0;
   /**
-   * The cached entries. A hit or a rewrite only marks its entry used and leaves the Map as it is:
-   * deleting and re-inserting on each one made V8 rebuild the whole table every few thousand
-   * operations, and chain the old tables (see src/transport/int-key-map.ts). Nor is the Map walked
-   * from its front to find the oldest entry: after many deletions there, each new walk would first
-   * step over all their empty slots.
+   * The cached entries. A hit or a rewrite only marks its entry used and leaves the Map as it is; the
+   * eviction order is kept apart, in `order` (see src/kv/place-order.ts for why).
    */
   private readonly entries = new Map<string, Cached>();
   /**
-   * The eviction order, oldest first, from `head` on: key order[k] as it was cached in
-   * orderEntries[k]. A place is current while `entries` maps its key to that very object; the others
-   * are outdated and skipped. Eviction takes the oldest current place; a used entry gets one more
+   * Entries as they were cached, oldest first. Eviction takes the oldest; a used entry gets one more
    * turn at the back instead, with its mark cleared (CLOCK, close to least recently used).
    */
-  private order: string[] = [];
-  private orderEntries: Cached[] = [];
-  private head = 0;
+  private readonly order = new PlaceOrder(this.entries);
   /** Invariant: the sum of `bytes` over entries; <= maxBytes after every call. */
   private bytes = 0;
   hits = 0;
@@ -140,7 +131,7 @@ export class RecordCache {
     } else {
       const e: Cached = { record, bytes, used: false };
       this.entries.set(key, e);
-      this.enqueue(key, e);
+      this.order.push(key, e);
       this.bytes += bytes;
     }
     if (this.bytes <= this.maxBytes) return;
@@ -157,56 +148,25 @@ export class RecordCache {
   private evict(): void {
     let chances = MAX_SECOND_CHANCES;
     while (this.bytes > this.maxBytes) {
-      if (this.head >= this.order.length) throw new Error(`RecordCache: ${this.bytes} bytes counted with nothing to evict`);
-      const k = this.order[this.head]!;
-      const e = this.orderEntries[this.head]!;
-      this.head++;
-      if (this.entries.get(k) !== e) continue;
+      const k = this.order.oldest();
+      if (k === undefined) throw new Error(`RecordCache: ${this.bytes} bytes counted with nothing to evict`);
+      const e = this.order.oldestValue();
+      this.order.shift();
       if (e.used && chances > 0) {
         chances--;
         e.used = false;
-        this.enqueue(k, e);
+        this.order.push(k, e);
         continue;
       }
       this.entries.delete(k);
       this.bytes -= e.bytes;
     }
-    if (this.head > ORDER_SLACK && 2 * this.head > this.order.length) {
-      // Only the places already passed: a copy, without the lookups compactOrder does.
-      this.order = this.order.slice(this.head);
-      this.orderEntries = this.orderEntries.slice(this.head);
-      this.head = 0;
-    }
-  }
-
-  private enqueue(key: string, e: Cached): void {
-    this.order.push(key);
-    this.orderEntries.push(e);
-    if (this.order.length - this.head > 2 * this.entries.size + ORDER_SLACK) this.compactOrder();
-  }
-
-  /** Drops the places before `head` and the outdated ones. */
-  private compactOrder(): void {
-    const order: string[] = [];
-    const orderEntries: Cached[] = [];
-    for (let k = this.head; k < this.order.length; k++) {
-      const key = this.order[k]!;
-      const e = this.orderEntries[k]!;
-      if (this.entries.get(key) !== e) continue;
-      order.push(key);
-      orderEntries.push(e);
-    }
-    this.order = order;
-    this.orderEntries = orderEntries;
-    this.head = 0;
   }
 
   /** Forgets everything (the state was replaced); reads in progress will not insert their answers. */
   clear(): void {
     this.entries.clear();
-    this.order = [];
-    this.orderEntries = [];
-    this.head = 0;
+    this.order.reset([]);
     this.bytes = 0;
     this.epoch++;
     this.evictions++;

@@ -11,6 +11,7 @@
 //   u64 lastSeq, u64 lastIndex, u64 lastSeenMs, encoded result of lastSeq (rest; see command.ts)
 
 import { Reader, Writer } from '../storage/bytes.js';
+import { PlaceOrder } from './place-order.js';
 
 export interface SessionMeta {
   /** The highest sequence number applied for this client. */
@@ -39,34 +40,20 @@ export function decodeSession(b: Uint8Array): { meta: SessionMeta; result: Uint8
 
 const NONE: readonly string[] = Object.freeze([]);
 
-/**
- * Limit: touches remembered beyond twice the sessions kept before the touch order is compacted (its
- * outdated touches dropped). Bounds the order's memory at 2 * sessions + this.
- */
-const ORDER_SLACK = 1024;
-
 /** The in-memory index of the session table: metadata only (results stay on disk). */
 export class SessionTable {
   /** Limit: sessions kept; the least recently used is evicted beyond it. */
   readonly maxSessions: number;
   /** A session idle this long by the session clock expires. */
   readonly sessionTtlMs: number;
-  /**
-   * Each client's latest touch. Updated in place: the LRU order is kept apart, in `ids` and `metas`,
-   * so that a touch neither deletes nor re-inserts a key. A Map whose keys are deleted and re-added
-   * at this rate makes V8 rebuild its table every few dozen touches and chain the old tables (see
-   * src/transport/int-key-map.ts).
-   */
+  /** Each client's latest touch, updated in place: the LRU order is kept apart, in `order`. */
   private readonly byClient = new Map<string, SessionMeta>();
   /**
-   * Every touch since the last compaction, oldest first, from `head` on: client ids[k] touched with
-   * metas[k]. A touch is current while byClient maps ids[k] to that very metas[k]; the others are
-   * outdated and skipped. Invariant: the current touches, in this order, are the sessions in LRU
-   * order (lastIndex strictly increases and lastSeenMs never decreases along it), one per session.
+   * Touches, oldest first; a client touched again moves to the back. Invariant: the current places
+   * are the sessions in LRU order (lastIndex strictly increases and lastSeenMs never decreases
+   * along it), one per session.
    */
-  private ids: string[] = [];
-  private metas: SessionMeta[] = [];
-  private head = 0;
+  private readonly order = new PlaceOrder(this.byClient);
   /** The latest touch ever seen (kept after eviction), to assert that touches only move forward. */
   private newest: SessionMeta | undefined;
 
@@ -82,9 +69,7 @@ export class SessionTable {
     const sorted = [...sessions].sort((a, b) => a[1].lastIndex - b[1].lastIndex);
     this.byClient.clear();
     for (const [id, meta] of sorted) this.byClient.set(id, meta);
-    this.ids = sorted.map(([id]) => id);
-    this.metas = sorted.map(([, meta]) => meta);
-    this.head = 0;
+    this.order.reset(sorted);
     this.newest = sorted[sorted.length - 1]?.[1];
   }
 
@@ -98,8 +83,7 @@ export class SessionTable {
 
   /** Client ids in LRU order, least recently used first (for tests and inspection). */
   clientIds(): string[] {
-    this.compact();
-    return this.ids.slice();
+    return this.order.currentKeys();
   }
 
   /** Records that `clientId` applied a command; it becomes the most recently used. */
@@ -109,19 +93,16 @@ export class SessionTable {
       throw new Error(`session table: touch at index ${meta.lastIndex} / ${meta.lastSeenMs}ms goes back from ${last.lastIndex} / ${last.lastSeenMs}ms`);
     }
     this.byClient.set(clientId, meta);
-    this.ids.push(clientId);
-    this.metas.push(meta);
+    this.order.push(clientId, meta);
     this.newest = meta;
-    if (this.ids.length > 2 * this.byClient.size + ORDER_SLACK) this.compact();
   }
 
   /** Removes the sessions idle for sessionTtlMs or longer at `clockMs`; returns their ids. */
   expire(clockMs: number): readonly string[] {
     let removed: string[] | undefined;
-    for (let id = this.oldest(); id !== undefined; id = this.oldest()) {
-      if (clockMs - this.metas[this.head]!.lastSeenMs < this.sessionTtlMs) break;
-      this.byClient.delete(id);
-      this.head++;
+    for (let id = this.order.oldest(); id !== undefined; id = this.order.oldest()) {
+      if (clockMs - this.order.oldestValue().lastSeenMs < this.sessionTtlMs) break;
+      this.remove(id);
       (removed ??= []).push(id);
     }
     return removed ?? NONE;
@@ -131,38 +112,17 @@ export class SessionTable {
   evictOverflow(): readonly string[] {
     let removed: string[] | undefined;
     while (this.byClient.size > this.maxSessions) {
-      const id = this.oldest();
+      const id = this.order.oldest();
       if (id === undefined) throw new Error(`session table: ${this.byClient.size} sessions but no current touch`);
-      this.byClient.delete(id);
-      this.head++;
+      this.remove(id);
       (removed ??= []).push(id);
     }
     return removed ?? NONE;
   }
 
-  /** The least recently used session's id (its touch is then at `head`), skipping outdated touches. */
-  private oldest(): string | undefined {
-    while (this.head < this.ids.length) {
-      const id = this.ids[this.head]!;
-      if (this.byClient.get(id) === this.metas[this.head]) return id;
-      this.head++;
-    }
-    return undefined;
-  }
-
-  /** Drops the outdated touches and those before `head`. */
-  private compact(): void {
-    const ids: string[] = [];
-    const metas: SessionMeta[] = [];
-    for (let k = this.head; k < this.ids.length; k++) {
-      const id = this.ids[k]!;
-      const meta = this.metas[k]!;
-      if (this.byClient.get(id) !== meta) continue;
-      ids.push(id);
-      metas.push(meta);
-    }
-    this.ids = ids;
-    this.metas = metas;
-    this.head = 0;
+  /** Removes the least recently used session, `id` (just returned by order.oldest()). */
+  private remove(id: string): void {
+    this.order.shift();
+    this.byClient.delete(id);
   }
 }
