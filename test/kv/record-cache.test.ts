@@ -3,6 +3,8 @@
 // the key must not cache what it found).
 
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { KvRecord } from '../../src/kv/index.js';
 import { RecordCache } from '../../src/kv/record-cache.js';
@@ -77,14 +79,56 @@ describe('RecordCache', () => {
     expect(c.usedBytes).toBe(3 * 267);
   });
 
-  it('copies a value that is a view into a larger buffer, so it keeps only what it counts', () => {
+  it('keeps its own copy of a value: neither the buffer it was given nor the bytes it returned can change it', () => {
     const frame = new Uint8Array(1024 * 1024);
     frame.set([1, 2, 3], 100);
     const c = new RecordCache(4096);
-    c.set('k', { value: frame.subarray(100, 103), createIndex: 1, modIndex: 1, version: 1 });
+    c.set('k', { value: frame.subarray(100, 103), createIndex: 1, modIndex: 2, version: 3 });
+    frame.fill(9);
     const got = c.get('k')!;
-    expect([...got.value]).toEqual([1, 2, 3]);
-    expect(got.value.buffer.byteLength).toBe(3);
+    expect(got).toEqual({ value: new Uint8Array([1, 2, 3]), createIndex: 1, modIndex: 2, version: 3 });
+    got.value.fill(7);
+    expect([...c.get('k')!.value]).toEqual([1, 2, 3]);
+  });
+
+  it('returns every byte value as it was given, for values short and long', () => {
+    const c = new RecordCache(1024 * 1024);
+    const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+    const long = Uint8Array.from({ length: 10_000 }, (_, i) => (i * 131) % 256);
+    c.set('all', { value: all, createIndex: 1, modIndex: 1, version: 1 });
+    c.set('long', { value: long, createIndex: 1, modIndex: 1, version: 1 });
+    c.set('empty', { value: new Uint8Array(0), createIndex: 1, modIndex: 1, version: 1 });
+    expect(c.get('all')!.value).toEqual(all);
+    expect(c.get('long')!.value).toEqual(long);
+    expect(c.get('empty')!.value).toEqual(new Uint8Array(0));
+  });
+
+  it('counts at least the heap its entries take', () => {
+    // V8's gc, reachable once the flag is set at run time; heap figures are read after a full collection.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const heap = (): number => {
+      gc();
+      gc();
+      const m = process.memoryUsage();
+      return m.heapUsed + m.arrayBuffers;
+    };
+    const n = 50_000;
+    for (const valueBytes of [0, 100, 1000]) {
+      const frame = new Uint8Array(64 * 1024).fill(1);
+      const c = new RecordCache(2 ** 40);
+      const before = heap();
+      for (let i = 0; i < n; i++) {
+        // Keys and values as an apply gives them: flat strings, and views into a received message.
+        const key = Buffer.from(`key/${String(i).padStart(12, '0')}`).toString('latin1');
+        const off = (i * 61) % (frame.length - valueBytes);
+        c.set(key, { value: frame.subarray(off, off + valueBytes), createIndex: 1e9 + i, modIndex: 1e9 + i, version: i + 1 });
+      }
+      const real = heap() - before;
+      expect(c.size).toBe(n);
+      console.log(`record cache, ${valueBytes} B values: counts ${(c.usedBytes / n).toFixed(0)} B per entry, takes ${(real / n).toFixed(0)} B of heap`);
+      expect(real).toBeLessThanOrEqual(c.usedBytes);
+    }
   });
 
   it('caches absence as null, distinct from not cached', () => {
