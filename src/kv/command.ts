@@ -147,7 +147,8 @@ export function encodeCommand(c: Command): Uint8Array {
       else if (c.compare.kind === 'modIndex') size += 8;
       break;
   }
-  const w = new Writer(size);
+  // Kept by the Raft log until compaction, which drops entries in order: a queued writer's slab.
+  const w = Writer.queued(size);
   const op = c.op === 'put' ? OP_PUT : c.op === 'delete' ? OP_DELETE : OP_CAS;
   const flags = c.op !== 'cas' && c.prevKv === true ? FLAG_PREV_KV : 0;
   w.u8(COMMAND_CODEC_VERSION).u8(op).u8(flags).u64(c.proposedAtMs, 'proposedAtMs');

@@ -82,24 +82,37 @@ function checkU64(n: number, what: string): void {
 
 /** Typed arrays up to this many bytes live on V8's heap, where allocating them is cheap. */
 const ON_HEAP_MAX_BYTES = 64;
-/** Limit: the size of one slab of transient writers' room. */
+/** Limit: the size of one slab of writers' room. */
 const SLAB_BYTES = 64 * 1024;
-/** Limit: the largest piece taken from a slab; a larger transient writer gets a buffer of its own. */
+/** Limit: the largest piece taken from a slab; a larger writer gets a buffer of its own. */
 const SLAB_PIECE_MAX_BYTES = 8 * 1024;
-let slab: ArrayBuffer | undefined;
-let slabAt = 0;
 
-/** `n` bytes of fresh room, as a piece of the current slab when it is worth it. */
-function slabPiece(n: number): Uint8Array {
-  if (n <= ON_HEAP_MAX_BYTES || n > SLAB_PIECE_MAX_BYTES) return new Uint8Array(n);
-  if (slab === undefined || slabAt + n > SLAB_BYTES) {
-    slab = new ArrayBuffer(SLAB_BYTES);
-    slabAt = 0;
+/**
+ * Room for many small byte strings, handed out as views of one 64 KiB ArrayBuffer until it is full;
+ * then a new one. A slab is never written again once handed out, so a view stays valid, but it keeps
+ * its whole slab alive: one Slab serves bytes with similar lifetimes.
+ */
+class Slab {
+  private buf: ArrayBuffer | undefined;
+  private at = 0;
+
+  /** `n` bytes of fresh room, as a piece of the current slab when it is worth it. */
+  piece(n: number): Uint8Array {
+    if (n <= ON_HEAP_MAX_BYTES || n > SLAB_PIECE_MAX_BYTES) return new Uint8Array(n);
+    if (this.buf === undefined || this.at + n > SLAB_BYTES) {
+      this.buf = new ArrayBuffer(SLAB_BYTES);
+      this.at = 0;
+    }
+    const piece = new Uint8Array(this.buf, this.at, n);
+    this.at += (n + 7) & ~7;
+    return piece;
   }
-  const piece = new Uint8Array(slab, slabAt, n);
-  slabAt += (n + 7) & ~7;
-  return piece;
 }
+
+/** Bytes handed on at once and dropped (see Writer.transient). */
+const transientSlab = new Slab();
+/** Bytes kept in first-in, first-out order (see Writer.queued). */
+const queuedSlab = new Slab();
 
 /**
  * Writes big-endian fields into a buffer that grows when needed. Writing an out-of-range number is a
@@ -111,8 +124,8 @@ export class Writer {
   private buf: Uint8Array;
   private at = 0;
   private finished = false;
-  /** Takes its room from the shared slab, and finish() returns a view of it (see transient()). */
-  private inSlab = false;
+  /** Where its room comes from, if from a slab; finish() then returns a view (see transient()). */
+  private slab: Slab | undefined;
 
   constructor(initialBytes = 64) {
     this.buf = new Uint8Array(initialBytes);
@@ -127,9 +140,24 @@ export class Writer {
    * from here.
    */
   static transient(initialBytes: number): Writer {
+    return Writer.inSlab(transientSlab, initialBytes);
+  }
+
+  /**
+   * A Writer for bytes kept and then dropped in the order they were made, as the Raft log keeps a
+   * leader's encoded commands until compaction: its room is a piece of a slab shared only by such
+   * writers, so a slab is freed once the last of its pieces is dropped, and the only memory kept
+   * beyond what is in use is the slab being filled. Bytes kept out of order would keep their slab
+   * alive: use a plain Writer for those.
+   */
+  static queued(initialBytes: number): Writer {
+    return Writer.inSlab(queuedSlab, initialBytes);
+  }
+
+  private static inSlab(slab: Slab, initialBytes: number): Writer {
     const w = new Writer(0);
-    w.inSlab = true;
-    w.buf = slabPiece(initialBytes);
+    w.slab = slab;
+    w.buf = slab.piece(initialBytes);
     return w;
   }
 
@@ -139,7 +167,7 @@ export class Writer {
     if (need <= this.buf.length) return;
     let size = Math.max(this.buf.length * 2, 1);
     while (size < need) size *= 2;
-    const next = this.inSlab ? slabPiece(size) : new Uint8Array(size);
+    const next = this.slab !== undefined ? this.slab.piece(size) : new Uint8Array(size);
     next.set(this.buf.subarray(0, this.at));
     this.buf = next;
   }
@@ -208,7 +236,7 @@ export class Writer {
     if (this.finished) throw new Error('Writer: finish() called twice (a Writer is single-use)');
     this.finished = true;
     if (this.at === this.buf.length) return this.buf;
-    return this.inSlab ? this.buf.subarray(0, this.at) : this.buf.slice(0, this.at);
+    return this.slab !== undefined ? this.buf.subarray(0, this.at) : this.buf.slice(0, this.at);
   }
 }
 

@@ -131,6 +131,36 @@ describe('Writer.transient', () => {
   });
 });
 
+describe('Writer.queued', () => {
+  const fill = (n: number, byte: number): Uint8Array => new Uint8Array(n).fill(byte);
+
+  it('hands out pieces of a slab of its own, never shared with transient writers', () => {
+    const queued: Uint8Array[] = [];
+    const transient: Uint8Array[] = [];
+    for (let i = 0; i < 300; i++) {
+      queued.push(Writer.queued(300).raw(fill(300, i % 251)).finish());
+      transient.push(Writer.transient(300).raw(fill(300, 250 - (i % 251))).finish());
+    }
+    const queuedSlabs = new Set(queued.map((b) => b.buffer));
+    const transientSlabs = new Set(transient.map((b) => b.buffer));
+    // 300 pieces of 304 bytes (8-aligned) fill two slabs of 64 KiB, and start a third.
+    expect(queuedSlabs.size).toBe(Math.ceil(300 / Math.floor((64 * 1024) / 304)));
+    for (const slab of queuedSlabs) expect(transientSlabs.has(slab)).toBe(false);
+    queued.forEach((b, i) => expect(b.every((x) => x === i % 251)).toBe(true));
+  });
+
+  it('keeps exact sizes, growth and the single-use rule as a plain Writer does', () => {
+    const exact = Writer.queued(12).u32(7).u64(9).finish();
+    expect([...exact]).toEqual([0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 9]);
+    const grown = Writer.queued(80).raw(fill(80, 1)).raw(fill(20, 2)).finish();
+    expect(grown.length).toBe(100);
+    expect(grown.buffer.byteLength).toBe(64 * 1024);
+    const w = Writer.queued(100).u8(1);
+    w.finish();
+    expect(() => w.finish()).toThrow(/twice/);
+  });
+});
+
 describe('Reader', () => {
   it('reads from a view at an offset into a larger buffer (as LevelDB Buffers are)', () => {
     const backing = new Uint8Array(32).fill(0xee);
