@@ -138,6 +138,8 @@ export class KvStateMachine {
   private pending: { readonly batch: PendingBatch; applied: number; appliedTerm: number } | undefined;
   /** A write was taken (takeWrite, or apply) and not yet reported written or failed; or a reload runs. */
   private applying = false;
+  /** An apply() call is in progress, from its prepare to its write (see apply). */
+  private inApply = false;
   /** Set when an apply failed midway; the in-memory session table may then be ahead of the disk. */
   private failure: unknown;
   /** Records of recently used keys as of the last completed apply (see record-cache.ts). */
@@ -168,7 +170,7 @@ export class KvStateMachine {
    */
   async reload(): Promise<void> {
     if (this.failure !== undefined) throw this.failure;
-    if (this.applying || this.pending !== undefined) throw new Error('KvStateMachine.reload called while an apply is prepared or being written');
+    if (this.applying || this.inApply || this.pending !== undefined) throw new Error('KvStateMachine.reload called while an apply is prepared or being written');
     this.applying = true;
     this.cache.clear();
     try {
@@ -224,17 +226,25 @@ export class KvStateMachine {
    * caller bug; the state machine is then unusable (reopen).
    */
   async apply(entries: readonly Entry[]): Promise<ApplyResult[]> {
-    const results = await this.prepare(entries);
-    const prepared = this.takeWrite();
-    if (prepared === undefined) return results;
+    this.checkNoApplyInProgress();
+    // Held for the whole call: its prepare may end without waiting, and a second call must not slip in
+    // between it and the write.
+    this.inApply = true;
     try {
-      await this.store.writeState(prepared.write);
-    } catch (err) {
-      prepared.failed(err);
-      throw err;
+      const results = await this.prepareEntries(entries);
+      const prepared = this.takeWrite();
+      if (prepared === undefined) return results;
+      try {
+        await this.store.writeState(prepared.write);
+      } catch (err) {
+        prepared.failed(err);
+        throw err;
+      }
+      prepared.written();
+      return results;
+    } finally {
+      this.inApply = false;
     }
-    prepared.written();
-    return results;
   }
 
   /**
@@ -244,8 +254,18 @@ export class KvStateMachine {
    * Must not overlap another prepare, nor a taken write that is not yet reported.
    */
   async prepare(entries: readonly Entry[]): Promise<ApplyResult[]> {
+    this.checkNoApplyInProgress();
+    return this.prepareEntries(entries);
+  }
+
+  private checkNoApplyInProgress(): void {
+    if (this.applying || this.inApply) {
+      throw new Error('KvStateMachine: apply or prepare called again before the previous call resolved (and its write was reported)');
+    }
+  }
+
+  private async prepareEntries(entries: readonly Entry[]): Promise<ApplyResult[]> {
     if (this.failure !== undefined) throw this.failure;
-    if (this.applying) throw new Error('KvStateMachine: apply or prepare called again before the previous call resolved (and its write was reported)');
     const first = entries[0];
     if (first === undefined) return [];
     let expected = this.preparedIndex + 1;
@@ -258,7 +278,11 @@ export class KvStateMachine {
     const pending = this.pending ?? { batch: new PendingBatch(), applied: 0, appliedTerm: 0 };
     const results: ApplyResult[] = [];
     try {
-      for (const e of entries) results.push(await this.applyEntry(e, pending.batch));
+      for (const e of entries) {
+        // Most entries need no read from the store: then there is no promise to wait for.
+        const r = this.applyEntry(e, pending.batch);
+        results.push(r instanceof Promise ? await r : r);
+      }
     } catch (err) {
       this.fail(err);
       throw err;
@@ -343,10 +367,23 @@ export class KvStateMachine {
 
   /** The record of `key`, as of the last durable apply. */
   async get(key: Uint8Array): Promise<KvRecord | undefined> {
+    const now = this.getNow(key);
+    if (now !== undefined) return now ?? undefined;
+    return this.getStored(key);
+  }
+
+  /**
+   * The record of `key` as get() gives it when the cache can answer alone: null for an absent key;
+   * undefined when the store must be read (getStored).
+   */
+  private getNow(key: Uint8Array): KvRecord | null | undefined {
+    const cached = this.cache.get(byteKey(key));
+    if (cached !== undefined) return cached;
+    return this.cache.complete ? null : undefined;
+  }
+
+  private async getStored(key: Uint8Array): Promise<KvRecord | undefined> {
     const k = byteKey(key);
-    const cached = this.cache.get(k);
-    if (cached !== undefined) return cached ?? undefined;
-    if (this.cache.complete) return undefined;
     const epoch = this.cache.epoch;
     const b = await this.store.getData(key);
     const record = b === undefined ? undefined : this.decodeStored(key, b);
@@ -399,7 +436,8 @@ export class KvStateMachine {
 
   // ---- applying ---------------------------------------------------------------------------------
 
-  private async applyEntry(e: Entry, batch: PendingBatch): Promise<ApplyResult> {
+  /** An entry's result; a promise only when the store must be read for it. */
+  private applyEntry(e: Entry, batch: PendingBatch): ApplyResult | Promise<ApplyResult> {
     if (e.type === 'noop') return { kind: 'noop', index: e.index };
     let cmd: Command;
     try {
@@ -424,12 +462,29 @@ export class KvStateMachine {
           message: `client ${JSON.stringify(clientId)}: sequence ${seq} is below the last applied sequence ${s.lastSeq}`,
         };
       }
-      if (s !== undefined && seq === s.lastSeq) return { ...(await this.storedResult(clientId, batch)), duplicate: true };
+      if (s !== undefined && seq === s.lastSeq) return this.storedResult(clientId, batch).then((r) => ({ ...r, duplicate: true }));
     }
 
-    const result = await this.execute(cmd, e.index, batch);
+    const current = this.readNow(cmd.key, batch);
+    if (current === undefined) {
+      return this.getStored(cmd.key).then((stored) => this.executeTracked(cmd, e.index, batch, stored ?? null, tracked, clientId, seq));
+    }
+    return this.executeTracked(cmd, e.index, batch, current, tracked, clientId, seq);
+  }
+
+  /** Executes the command on the key's current record (null: absent), and records the session's result. */
+  private executeTracked(
+    cmd: Command,
+    index: number,
+    batch: PendingBatch,
+    current: KvRecord | null,
+    tracked: boolean,
+    clientId: string,
+    seq: number,
+  ): WriteResult {
+    const result = this.execute(cmd, index, batch, current ?? undefined);
     if (tracked) {
-      const meta: SessionMeta = { lastSeq: seq, lastIndex: e.index, lastSeenMs: this.clockMs };
+      const meta: SessionMeta = { lastSeq: seq, lastIndex: index, lastSeenMs: this.clockMs };
       this.sessions.touch(clientId, meta);
       batch.sessions.set(clientId, encodeSession(meta, encodeResult(result)));
       for (const id of this.sessions.evictOverflow()) batch.sessions.set(id, undefined);
@@ -437,8 +492,7 @@ export class KvStateMachine {
     return result;
   }
 
-  private async execute(cmd: Command, index: number, batch: PendingBatch): Promise<WriteResult> {
-    const current = await this.read(cmd.key, batch);
+  private execute(cmd: Command, index: number, batch: PendingBatch, current: KvRecord | undefined): WriteResult {
     const write = (value: Uint8Array): KvRecord => {
       const record: KvRecord =
         current === undefined
@@ -474,11 +528,14 @@ export class KvStateMachine {
     }
   }
 
-  /** A key's record as of the entries applied so far in this batch. */
-  private async read(key: Uint8Array, batch: PendingBatch): Promise<KvRecord | undefined> {
+  /**
+   * A key's record as of the entries applied so far in this batch (null: absent), when the batch or
+   * the cache can tell; undefined when the store must be read (getStored).
+   */
+  private readNow(key: Uint8Array, batch: PendingBatch): KvRecord | null | undefined {
     const pending = batch.data.get(byteKey(key));
-    if (pending !== undefined) return pending.record ?? undefined;
-    return this.get(key);
+    if (pending !== undefined) return pending.record;
+    return this.getNow(key);
   }
 
   private async storedResult(clientId: string, batch: PendingBatch): Promise<WriteResult> {
