@@ -367,23 +367,24 @@ export class KvStateMachine {
 
   /** The record of `key`, as of the last durable apply. */
   async get(key: Uint8Array): Promise<KvRecord | undefined> {
-    const now = this.getNow(key);
+    const k = byteKey(key);
+    const now = this.getNow(k);
     if (now !== undefined) return now ?? undefined;
-    return this.getStored(key);
+    return this.getStored(key, k);
   }
 
   /**
    * The record of `key` as get() gives it when the cache can answer alone: null for an absent key;
    * undefined when the store must be read (getStored).
    */
-  private getNow(key: Uint8Array): KvRecord | null | undefined {
-    const cached = this.cache.get(byteKey(key));
+  private getNow(k: string): KvRecord | null | undefined {
+    const cached = this.cache.get(k);
     if (cached !== undefined) return cached;
     return this.cache.complete ? null : undefined;
   }
 
-  private async getStored(key: Uint8Array): Promise<KvRecord | undefined> {
-    const k = byteKey(key);
+  /** `k` is byteKey(key). */
+  private async getStored(key: Uint8Array, k: string): Promise<KvRecord | undefined> {
     const epoch = this.cache.epoch;
     const b = await this.store.getData(key);
     const record = b === undefined ? undefined : this.decodeStored(key, b);
@@ -465,16 +466,18 @@ export class KvStateMachine {
       if (s !== undefined && seq === s.lastSeq) return this.storedResult(clientId, batch).then((r) => ({ ...r, duplicate: true }));
     }
 
-    const current = this.readNow(cmd.key, batch);
+    const k = byteKey(cmd.key);
+    const current = this.readNow(k, batch);
     if (current === undefined) {
-      return this.getStored(cmd.key).then((stored) => this.executeTracked(cmd, e.index, batch, stored ?? null, tracked, clientId, seq));
+      return this.getStored(cmd.key, k).then((stored) => this.executeTracked(cmd, k, e.index, batch, stored ?? null, tracked, clientId, seq));
     }
-    return this.executeTracked(cmd, e.index, batch, current, tracked, clientId, seq);
+    return this.executeTracked(cmd, k, e.index, batch, current, tracked, clientId, seq);
   }
 
   /** Executes the command on the key's current record (null: absent), and records the session's result. */
   private executeTracked(
     cmd: Command,
+    k: string,
     index: number,
     batch: PendingBatch,
     current: KvRecord | null,
@@ -482,7 +485,7 @@ export class KvStateMachine {
     clientId: string,
     seq: number,
   ): WriteResult {
-    const result = this.execute(cmd, index, batch, current ?? undefined);
+    const result = this.execute(cmd, k, index, batch, current ?? undefined);
     if (tracked) {
       const meta: SessionMeta = { lastSeq: seq, lastIndex: index, lastSeenMs: this.clockMs };
       this.sessions.touch(clientId, meta);
@@ -492,13 +495,14 @@ export class KvStateMachine {
     return result;
   }
 
-  private execute(cmd: Command, index: number, batch: PendingBatch, current: KvRecord | undefined): WriteResult {
+  /** `k` is byteKey(cmd.key). */
+  private execute(cmd: Command, k: string, index: number, batch: PendingBatch, current: KvRecord | undefined): WriteResult {
     const write = (value: Uint8Array): KvRecord => {
       const record: KvRecord =
         current === undefined
           ? { value, createIndex: index, modIndex: index, version: 1 }
           : { value, createIndex: current.createIndex, modIndex: index, version: current.version + 1 };
-      batch.data.set(byteKey(cmd.key), { key: cmd.key, record });
+      batch.data.set(k, { key: cmd.key, record });
       return record;
     };
     switch (cmd.op) {
@@ -507,7 +511,7 @@ export class KvStateMachine {
         return current === undefined || cmd.prevKv !== true ? { kind: 'put', index } : { kind: 'put', index, prev: current };
       case 'delete':
         if (current === undefined) return { kind: 'delete', index, deleted: false };
-        batch.data.set(byteKey(cmd.key), { key: cmd.key, record: null });
+        batch.data.set(k, { key: cmd.key, record: null });
         return cmd.prevKv === true ? { kind: 'delete', index, deleted: true, prev: current } : { kind: 'delete', index, deleted: true };
       case 'cas': {
         let holds: boolean;
@@ -532,10 +536,10 @@ export class KvStateMachine {
    * A key's record as of the entries applied so far in this batch (null: absent), when the batch or
    * the cache can tell; undefined when the store must be read (getStored).
    */
-  private readNow(key: Uint8Array, batch: PendingBatch): KvRecord | null | undefined {
-    const pending = batch.data.get(byteKey(key));
+  private readNow(k: string, batch: PendingBatch): KvRecord | null | undefined {
+    const pending = batch.data.get(k);
     if (pending !== undefined) return pending.record;
-    return this.getNow(key);
+    return this.getNow(k);
   }
 
   private async storedResult(clientId: string, batch: PendingBatch): Promise<WriteResult> {

@@ -511,7 +511,8 @@ export class KvNode {
     cmd: Command extends infer C ? (C extends Command ? Omit<C, 'proposedAtMs'> : never) : never,
     toResponse: (r: ApplyResult) => Res,
   ): Promise<Res> {
-    await this.waitForLeader(ctx.deadlineMs, 'write');
+    // Awaited only when there is something to wait for: the common case costs no promise.
+    if (this.raft.leader === NONE) await this.waitForLeader(ctx.deadlineMs, 'write');
     this.requireQuorum('write');
     if (this.raft.role !== 'leader') {
       if (ctx.forwarded) throw new NotLeaderError(this.raft.leader);
@@ -657,7 +658,7 @@ export class KvNode {
       if (minIndex > 0) await this.runtime.waitApplied(minIndex, timeout());
       return this.header(this.runtime.appliedIndex, 'STALE', this.readStalenessMs());
     }
-    await this.waitForLeader(deadlineMs, 'read');
+    if (this.raft.leader === NONE) await this.waitForLeader(deadlineMs, 'read');
     this.requireQuorum('read');
     if (read.consistency === 'LEASE') {
       // The lease is measured in ticks: make sure none are missing after an event-loop stall.
