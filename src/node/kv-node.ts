@@ -437,7 +437,9 @@ export class KvNode {
         const key = checkKey('key', req.key, l);
         const value = checkValue('value', req.value, l);
         const session = checkSession(req.session, l);
-        return this.write('Put', req, ctx, { op: 'put', key, value, ...(req.prev_kv ? { prevKv: true } : {}), ...session }, (r) => {
+        const prevKv = req.prev_kv ? true : undefined;
+        const cmd = (proposedAtMs: number): Command => ({ op: 'put', key, proposedAtMs, clientId: session.clientId, seq: session.seq, value, prevKv });
+        return this.write('Put', req, ctx, cmd, (r) => {
           if (r.kind !== 'put') throw unexpected(r);
           return { header: this.header(r.index), prev_kv: req.prev_kv && r.prev ? kvMsg(key, r.prev) : null };
         });
@@ -445,7 +447,9 @@ export class KvNode {
       delete: async (req, ctx) => {
         const key = checkKey('key', req.key, l);
         const session = checkSession(req.session, l);
-        return this.write('Delete', req, ctx, { op: 'delete', key, ...(req.prev_kv ? { prevKv: true } : {}), ...session }, (r) => {
+        const prevKv = req.prev_kv ? true : undefined;
+        const cmd = (proposedAtMs: number): Command => ({ op: 'delete', key, proposedAtMs, clientId: session.clientId, seq: session.seq, prevKv });
+        return this.write('Delete', req, ctx, cmd, (r) => {
           if (r.kind !== 'delete') throw unexpected(r);
           return { header: this.header(r.index), deleted: r.deleted, prev_kv: req.prev_kv && r.prev ? kvMsg(key, r.prev) : null };
         });
@@ -455,7 +459,8 @@ export class KvNode {
         const compare = checkCompare(req, l);
         const value = checkValue('value', req.value, l);
         const session = checkSession(req.session, l);
-        return this.write('CompareAndSwap', req, ctx, { op: 'cas', key, compare, value, ...session }, (r) => {
+        const cmd = (proposedAtMs: number): Command => ({ op: 'cas', key, proposedAtMs, clientId: session.clientId, seq: session.seq, compare, value });
+        return this.write('CompareAndSwap', req, ctx, cmd, (r) => {
           if (r.kind !== 'cas') throw unexpected(r);
           return { header: this.header(r.index), succeeded: r.succeeded, current: r.current ? kvMsg(key, r.current) : null };
         });
@@ -508,7 +513,8 @@ export class KvNode {
     method: string,
     req: Req,
     ctx: { deadlineMs: number; forwarded: boolean },
-    cmd: Command extends infer C ? (C extends Command ? Omit<C, 'proposedAtMs'> : never) : never,
+    /** The command, given the wall clock at its proposal (a literal of one shape: no spreads on this path). */
+    cmd: (proposedAtMs: number) => Command,
     toResponse: (r: ApplyResult) => Res,
   ): Promise<Res> {
     // Awaited only when there is something to wait for: the common case costs no promise.
@@ -518,7 +524,7 @@ export class KvNode {
       if (ctx.forwarded) throw new NotLeaderError(this.raft.leader);
       return this.forward<Req, Res>(method, req, ctx.deadlineMs);
     }
-    const data = encodeCommand({ ...cmd, proposedAtMs: Date.now() } as Command);
+    const data = encodeCommand(cmd(Date.now()));
     const { result } = await this.runtime.propose(data, Math.max(1, ctx.deadlineMs - Date.now()));
     if (result.kind === 'error') {
       throw new RaftKvError(result.code === 'STALE_SEQUENCE' ? 'STALE_SEQUENCE' : 'INVALID_ARGUMENT', result.message);

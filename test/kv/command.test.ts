@@ -39,10 +39,11 @@ describe('command codec', () => {
     expect(decodeCommand(encodeCommand(c))).toEqual(c);
   });
 
-  it('omits an empty client id and a zero seq when decoding', () => {
+  it('decodes an empty client id and a zero seq as no session (undefined)', () => {
     const c = decodeCommand(encodeCommand({ op: 'delete', key: enc('k'), proposedAtMs: 1, clientId: '', seq: 0 }));
     expect(c).toEqual({ op: 'delete', key: enc('k'), proposedAtMs: 1 });
-    expect('clientId' in c || 'seq' in c).toBe(false);
+    expect(c.clientId).toBeUndefined();
+    expect(c.seq).toBeUndefined();
   });
 
   it('rejects truncated input at every length', () => {
