@@ -122,4 +122,51 @@ describe('commit broadcast', () => {
     h.deliverAll();
     expect(h.sent).toEqual([]);
   });
+
+  it('reports no commit due to a follower that cannot be sent one now (a snapshot on its way)', () => {
+    // One append in flight per follower, so node 3 is paused while its answer is held back.
+    const h = new Harness([1, 2, 3], {}, { deferCommitBroadcast: true, maxInflightMessages: 1 });
+    h.elect(1);
+    h.node(1).flushCommit();
+    h.deliverAll();
+    const held: Message[] = [];
+    const holdNode3Answers = (m: Message): boolean => {
+      if (m.from !== 3 || m.type !== 'AppResp') return true;
+      held.push(m);
+      return false;
+    };
+    // Node 3 gets entry 2 (told commit 1) and answers; its answer waits. Node 2 commits entry 2, and
+    // then 3 and 4, which node 3 is not sent: its one append in flight is unanswered.
+    h.node(1).propose(bytes('a'));
+    h.deliverAll(holdNode3Answers);
+    h.node(1).propose(bytes('b'));
+    h.node(1).propose(bytes('c'));
+    h.deliverAll(holdNode3Answers);
+    h.node(1).flushCommit();
+    h.deliverAll(holdNode3Answers);
+    expect(h.node(1).commitIndex).toBe(4);
+    expect(h.node(2).commitIndex).toBe(4);
+    expect(h.node(1).commitUnsent()).toBe(false);
+    expect(held).toHaveLength(1);
+    // The entries node 3 lacks are compacted away; its late answer makes it match entry 2, and
+    // what it needs next is a snapshot.
+    h.node(1).compact(4);
+    h.node(1).step(held[0]!);
+    h.flush();
+    const pr = h.node(1).status().progress!.get(3)!;
+    expect(pr).toMatchObject({ state: 'snapshot', match: 2 });
+    expect(h.queue.filter((m) => m.to === 3).map((m) => m.type)).toEqual(['Snap']);
+    // Node 3 was last told commit 1 and holds entry 2, but while the snapshot is on its way no append
+    // can go to it: nothing is due, and flushCommit sends nothing.
+    expect(h.node(1).commitUnsent()).toBe(false);
+    h.sent.length = 0;
+    h.node(1).flushCommit();
+    h.flush();
+    expect(h.sent).toEqual([]);
+    // Once the snapshot is in, node 3 is at the commit.
+    h.deliverAll();
+    h.tick(2);
+    expect(h.node(3).commitIndex).toBe(4);
+    expect(h.node(1).commitUnsent()).toBe(false);
+  });
 });
