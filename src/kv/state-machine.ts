@@ -85,6 +85,11 @@ export interface PreparedWrite {
 }
 
 /** Map keys for byte strings: one char per byte. */
+/** The command belongs to a client session (exactly-once): a client id and a sequence number >= 1. */
+function isTracked(cmd: Command): cmd is Command & { readonly clientId: string; readonly seq: number } {
+  return cmd.clientId !== undefined && cmd.clientId !== '' && cmd.seq !== undefined && cmd.seq > 0;
+}
+
 function byteKey(b: Uint8Array): string {
   return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
 }
@@ -450,10 +455,8 @@ export class KvStateMachine {
     if (cmd.proposedAtMs > this.clockMs) this.clockMs = cmd.proposedAtMs;
     for (const id of this.sessions.expire(this.clockMs)) batch.sessions.set(id, undefined);
 
-    const clientId = cmd.clientId ?? '';
-    const seq = cmd.seq ?? 0;
-    const tracked = clientId !== '' && seq > 0;
-    if (tracked) {
+    if (isTracked(cmd)) {
+      const { clientId, seq } = cmd;
       const s = this.sessions.get(clientId);
       if (s !== undefined && seq < s.lastSeq) {
         return {
@@ -469,27 +472,18 @@ export class KvStateMachine {
     const k = byteKey(cmd.key);
     const current = this.readNow(k, batch);
     if (current === undefined) {
-      return this.getStored(cmd.key, k).then((stored) => this.executeTracked(cmd, k, e.index, batch, stored ?? null, tracked, clientId, seq));
+      return this.getStored(cmd.key, k).then((stored) => this.executeTracked(cmd, k, e.index, batch, stored));
     }
-    return this.executeTracked(cmd, k, e.index, batch, current, tracked, clientId, seq);
+    return this.executeTracked(cmd, k, e.index, batch, current ?? undefined);
   }
 
-  /** Executes the command on the key's current record (null: absent), and records the session's result. */
-  private executeTracked(
-    cmd: Command,
-    k: string,
-    index: number,
-    batch: PendingBatch,
-    current: KvRecord | null,
-    tracked: boolean,
-    clientId: string,
-    seq: number,
-  ): WriteResult {
-    const result = this.execute(cmd, k, index, batch, current ?? undefined);
-    if (tracked) {
-      const meta: SessionMeta = { lastSeq: seq, lastIndex: index, lastSeenMs: this.clockMs };
-      this.sessions.touch(clientId, meta);
-      batch.sessions.set(clientId, encodeSession(meta, encodeResult(result)));
+  /** Executes the command on the key's current record, and records the result in the client's session. */
+  private executeTracked(cmd: Command, k: string, index: number, batch: PendingBatch, current: KvRecord | undefined): WriteResult {
+    const result = this.execute(cmd, k, index, batch, current);
+    if (isTracked(cmd)) {
+      const meta: SessionMeta = { lastSeq: cmd.seq, lastIndex: index, lastSeenMs: this.clockMs };
+      this.sessions.touch(cmd.clientId, meta);
+      batch.sessions.set(cmd.clientId, encodeSession(meta, encodeResult(result)));
       for (const id of this.sessions.evictOverflow()) batch.sessions.set(id, undefined);
     }
     return result;
