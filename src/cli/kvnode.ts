@@ -90,6 +90,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--compaction-margin-entries <n>', 'applied entries kept in the log behind a snapshot, for followers that lag a little').argParser(int('--compaction-margin-entries', 0)).default(d.compactionMarginEntries))
     .addOption(new Option('--snapshot-chunk-bytes <n>', `limit: bytes per chunk of a snapshot transfer, a few in flight (default ${DEFAULT_SNAPSHOT_CHUNK_BYTES}, less if --max-message-bytes needs)`).argParser(int('--snapshot-chunk-bytes', 1024)))
     .addOption(new Option('--keep-http2-stream-maps', "leave Node's Map as each HTTP/2 session's stream table (replaced by default: far less GC under load)"))
+    .addOption(new Option('--grpcjs-kv-calls', "serve KV calls through grpc-js's own call handling instead of the unary fast path (an escape hatch)"))
     .addOption(new Option('--enable-fault-injection', 'test only: serve the FaultInjection service that cuts peer links (cluster partition/heal)'))
     .addOption(new Option('--log-level <level>', 'debug, info, warn or error').choices(['debug', 'info', 'warn', 'error']).default(d.logLevel));
 }
@@ -170,6 +171,7 @@ export function resolveConfig(program: Command): KvNodeConfig {
     logLevel: pick<LogLevel>('logLevel')!,
     faultInjection: pick<boolean>('enableFaultInjection') === true,
     keepHttp2StreamMaps: pick<boolean>('keepHttp2StreamMaps') === true,
+    grpcjsKvCalls: pick<boolean>('grpcjsKvCalls') === true,
   };
 }
 

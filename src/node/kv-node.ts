@@ -17,7 +17,8 @@ import { DEFAULT_MAX_CLOCK_DRIFT, NONE, type NodeId } from '../raft/types.js';
 import { kvPackageDefinition, kvServiceDefinition, KV_SERVICE_NAME, maintenancePackageDefinition } from '../server/kv-proto.js';
 import type * as pb from '../server/kv-proto.js';
 import { addFaultService } from '../server/fault-service.js';
-import { addKvService, type KvHandlers } from '../server/kv-service.js';
+import { addKvService, kvFastMethods, METADATA_FORWARDED, type KvHandlers } from '../server/kv-service.js';
+import { installUnaryFastPath, type FastPathCounters } from '../server/unary-fast-path.js';
 import { addMaintenanceService, MAX_SNAPSHOT_CHUNK_BYTES } from '../server/maintenance-service.js';
 import {
   checkCompare,
@@ -99,6 +100,13 @@ export interface KvNodeConfig {
    * call's objects through it). An escape hatch; default false.
    */
   readonly keepHttp2StreamMaps?: boolean;
+  /**
+   * Serve the KV methods through grpc-js's own call handling, not the unary fast path
+   * (src/server/unary-fast-path.ts takes them from the HTTP/2 streams, reaching into grpc-js's
+   * internals, because grpc-js's per-call machinery costs a third of a bare call's CPU). An escape
+   * hatch; default false.
+   */
+  readonly grpcjsKvCalls?: boolean;
 }
 
 export const DEFAULT_NODE_CONFIG = {
@@ -119,7 +127,6 @@ export const DEFAULT_NODE_CONFIG = {
   logLevel: 'info' as LogLevel,
 };
 
-const FORWARDED = 'raftkv-forwarded';
 /**
  * Limit: leader messages a follower keeps to measure its STALE reads' staleness by. Only those whose
  * commit index is above the applied index, and one below, are kept, so a handful is the rule.
@@ -140,6 +147,8 @@ export class KvNode {
   private transport!: PeerTransport;
   private server!: grpc.Server;
   private listener: NodeListener | undefined;
+  /** The unary fast path's counters, when it is installed. */
+  private fastPath: FastPathCounters | undefined;
   private health!: HealthImplementation;
   private port = 0;
   /**
@@ -196,7 +205,6 @@ export class KvNode {
     });
   }
 
-  /** The port the server bound (useful with port 0). */
   /**
    * What the node's port listener counted since start: connections it closed before sorting them,
    * and HTTP/2 sessions whose stream table it replaced or had to leave as Node's Map. Undefined
@@ -206,6 +214,15 @@ export class KvNode {
     return this.listener?.counters;
   }
 
+  /**
+   * KV calls the unary fast path served, and those of its methods it left to grpc-js, since start.
+   * Undefined before start(), with grpcjsKvCalls, or when the fast path could not be installed.
+   */
+  get fastPathCounters(): Readonly<FastPathCounters> | undefined {
+    return this.fastPath;
+  }
+
+  /** The port the server bound (useful with port 0). */
   get boundPort(): number {
     return this.port;
   }
@@ -306,7 +323,8 @@ export class KvNode {
         // on every call for nothing.
         'grpc.enable_channelz': 0,
       });
-      addKvService(this.server, this.handlers());
+      const handlers = this.handlers();
+      addKvService(this.server, handlers);
       addMaintenanceService(
         this.server,
         {
@@ -333,6 +351,18 @@ export class KvNode {
         replaceStreamMaps: c.keepHttp2StreamMaps !== true,
         logger: { info: (msg) => this.log.info('listener', { msg }), warn: (msg) => this.log.warn('listener', { msg }) },
       });
+      if (c.grpcjsKvCalls !== true) {
+        const { methods, statusOf } = kvFastMethods(handlers);
+        this.fastPath = installUnaryFastPath(this.server, methods, {
+          maxReceiveMessageBytes: c.maxMessageBytes,
+          maxSendMessageBytes: c.maxMessageBytes,
+          limitName: '--max-message-bytes',
+          statusOf,
+        });
+        if (this.fastPath === undefined) {
+          this.log.warn('listener', { msg: `this grpc-js does not keep its HTTP/2 servers where expected: KV calls go through grpc-js's call handling (see src/server/unary-fast-path.ts)` });
+        }
+      }
       this.transport.addToServer(this.server, this.listener);
       this.health = new HealthImplementation({ '': 'SERVING', [KV_SERVICE_NAME]: 'SERVING' });
       this.health.addToServer(this.server);
@@ -606,7 +636,7 @@ export class KvNode {
       this.forwardClients.set(leader, client);
     }
     const md = new grpc.Metadata();
-    md.set(FORWARDED, String(this.config.nodeId));
+    md.set(METADATA_FORWARDED, String(this.config.nodeId));
     const fn = (client as unknown as Record<string, (r: Req, m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, res: Res) => void) => void>)[method]!;
     return new Promise<Res>((resolve, reject) =>
       fn.call(client, req, md, { deadline: deadlineMs }, (err, res) => (err ? reject(err) : resolve(res))),

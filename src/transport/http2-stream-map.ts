@@ -40,15 +40,24 @@ export function replaceStreamMap(session: object): boolean {
 }
 
 /**
+ * The HTTP/2 servers grpc-js keeps for `server` (its connection injectors' included), from its
+ * private `http2Servers` Map; undefined when there are none or they are not where expected.
+ */
+export function grpcHttp2Servers(server: grpc.Server): EventEmitter[] | undefined {
+  const servers: unknown = (server as unknown as { http2Servers?: unknown }).http2Servers;
+  if (!(servers instanceof Map) || servers.size === 0) return undefined;
+  const emitters = [...(servers as Map<unknown, unknown>).keys()];
+  return emitters.every((e) => e instanceof EventEmitter) ? (emitters as EventEmitter[]) : undefined;
+}
+
+/**
  * Calls `onSession` with each HTTP/2 session that the HTTP/2 servers `server` has now (its
  * connection injectors' included) make from now on. Returns false, and does nothing, when grpc-js
  * does not keep them where expected.
  */
 export function onGrpcSessions(server: grpc.Server, onSession: (session: object) => void): boolean {
-  const servers: unknown = (server as unknown as { http2Servers?: unknown }).http2Servers;
-  if (!(servers instanceof Map) || servers.size === 0) return false;
-  const emitters = [...(servers as Map<unknown, unknown>).keys()];
-  if (!emitters.every((e) => e instanceof EventEmitter)) return false;
-  for (const e of emitters as EventEmitter[]) e.on('session', (session: unknown) => typeof session === 'object' && session !== null && onSession(session));
+  const emitters = grpcHttp2Servers(server);
+  if (emitters === undefined) return false;
+  for (const e of emitters) e.on('session', (session: unknown) => typeof session === 'object' && session !== null && onSession(session));
   return true;
 }

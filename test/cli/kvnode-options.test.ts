@@ -66,3 +66,10 @@ describe('kvnode --keep-http2-stream-maps', () => {
     expect(parse(['--keep-http2-stream-maps']).keepHttp2StreamMaps).toBe(true);
   });
 });
+
+describe('kvnode --grpcjs-kv-calls', () => {
+  it('is off unless given', () => {
+    expect(parse([]).grpcjsKvCalls).toBe(false);
+    expect(parse(['--grpcjs-kv-calls']).grpcjsKvCalls).toBe(true);
+  });
+});
