@@ -9,8 +9,9 @@
 // (src/server/kv-service.ts). This process drives it exactly as kvbench drives a node: through
 // kvbench's raftkv target (bench/kvbench/targets.ts), one KvClient per closed-loop worker with
 // src/client's channel options (grpc-js shares one connection among them), kvbench's keys and values
-// (bench/kvbench/workload.ts). One run of Put, then one of Get (LINEARIZABLE asked; the server
-// ignores it). Reported: calls/s, client-observed p50 and p99, and the child's CPU per call (utime +
+// (bench/kvbench/workload.ts). Put, then Get (LINEARIZABLE asked; the server ignores it), each run
+// twice: once through grpc-js's call handling, once through the unary fast path that kv-node puts
+// ahead of it (src/server/unary-fast-path.ts) with the same answers. Reported: calls/s, client-observed p50 and p99, and the child's CPU per call (utime +
 // stime of /proc/PID/stat at the window's start and end), with its main thread's share of it
 // (/proc/PID/task/PID/stat).
 //
@@ -29,7 +30,7 @@
 // frames/s sent and received, the receiver's CPU per frame (and its main thread's share), and the
 // sender's (this process's process.cpuUsage()).
 //
-// A fresh child per run (4 in all). A script, not a test: it asserts nothing about speed. Loopback only.
+// A fresh child per run (6 in all). A script, not a test: it asserts nothing about speed. Loopback only.
 // Run: npx tsx bench/grpc-floor.ts [--clients 64] [--duration 8] [--warmup 2] [--value-bytes 256]
 //      [--frame-rate 2000] [--frame-bytes 400] [--json]
 
@@ -51,6 +52,7 @@ import { defaultWorkload, MAX_CLIENTS, validateWorkload, workerSource } from './
 import { fmtNum, markdownTable } from './support/compare-table.js';
 import { DEFAULT_NODE_CONFIG } from '../src/node/kv-node.js';
 import { kvServiceDefinition } from '../src/server/kv-proto.js';
+import { installUnaryFastPath, type FastUnaryMethod } from '../src/server/unary-fast-path.js';
 import type * as pb from '../src/server/kv-proto.js';
 import { batchHeaderBytes, decodeBatch, encodeBatch, encodedMessageBytes } from '../src/transport/codec.js';
 import { FrameDecoder, frameHeader } from '../src/transport/peer-wire.js';
@@ -101,7 +103,7 @@ const PEER_TERM = 1;
  */
 export const FIRST_ENTRY_INDEX = 2 ** 28 + 1;
 
-const CHILD_ROLES = ['kv', 'peer-grpc', 'peer-tcp'] as const;
+const CHILD_ROLES = ['kv', 'kv-fast', 'peer-grpc', 'peer-tcp'] as const;
 type ChildRole = (typeof CHILD_ROLES)[number];
 
 /** The server options KvNode.start() passes to `new grpc.Server` (src/node/kv-node.ts). */
@@ -195,8 +197,11 @@ async function bindGrpc(server: grpc.Server): Promise<number> {
   );
 }
 
-/** The KV service with handlers that answer at once. Returns the port and how to stop. */
-async function serveKv(valueBytes: number): Promise<{ port: number; close: () => void }> {
+/**
+ * The KV service with handlers that answer at once, through grpc-js's call handling or (`fast`) the
+ * unary fast path kv-node installs (src/server/unary-fast-path.ts). Returns the port and how to stop.
+ */
+async function serveKv(valueBytes: number, fast: boolean): Promise<{ port: number; close: () => void }> {
   const server = new grpc.Server(kvNodeServerOptions());
   let address = '';
   const header: pb.ResponseHeader = { index: 1, node_id: 1, term: 1, leader_id: 1, consistency: 'CONSISTENCY_UNSPECIFIED', staleness_ms: 0 };
@@ -238,6 +243,21 @@ async function serveKv(valueBytes: number): Promise<{ port: number; close: () =>
   });
   const port = await bindGrpc(server);
   address = `${HOST}:${port}`;
+  if (fast) {
+    const answers: Record<string, () => unknown> = { Put: () => putResponse, Get: () => getResponse, Status: status };
+    const methods = new Map<string, FastUnaryMethod>();
+    for (const [name, answer] of Object.entries(answers)) {
+      const def = kvServiceDefinition[name]!;
+      methods.set(def.path, { decode: (m) => def.requestDeserialize(m), encode: (a) => def.responseSerialize(a), serve: async () => answer() });
+    }
+    const installed = installUnaryFastPath(server, methods, {
+      maxReceiveMessageBytes: MAX_MESSAGE_BYTES,
+      maxSendMessageBytes: MAX_MESSAGE_BYTES,
+      limitName: 'MAX_MESSAGE_BYTES',
+      statusOf: (err) => ({ code: grpc.status.INTERNAL, details: String(err) }),
+    });
+    if (installed === undefined) throw new Error('the unary fast path could not be installed on this grpc-js');
+  }
   return { port, close: () => server.forceShutdown() };
 }
 
@@ -308,7 +328,7 @@ async function servePeerTcp(counters: ReceiverCounters): Promise<{ port: number;
  */
 async function runChild(role: ChildRole, valueBytes: number): Promise<void> {
   const counters: ReceiverCounters = { frames: 0, messages: 0, payloadBytes: 0, malformed: 0, streams: 0 };
-  const served = role === 'kv' ? await serveKv(valueBytes) : role === 'peer-grpc' ? await servePeerGrpc(counters) : await servePeerTcp(counters);
+  const served = role === 'kv' || role === 'kv-fast' ? await serveKv(valueBytes, role === 'kv-fast') : role === 'peer-grpc' ? await servePeerGrpc(counters) : await servePeerTcp(counters);
   const say = (o: object): void => {
     process.stdout.write(`${JSON.stringify(o)}\n`);
   };
@@ -479,6 +499,8 @@ interface Params {
 
 interface ApiResult {
   readonly rpc: 'Put' | 'Get';
+  /** How the server handled the calls: grpc-js's call handling, or kv-node's unary fast path. */
+  readonly path: 'grpc-js' | 'fast path';
   readonly child: string;
   readonly calls: number;
   readonly elapsedMs: number;
@@ -500,7 +522,7 @@ interface ApiResult {
   readonly serverCpuResolutionUs: number;
 }
 
-async function runApiCase(rpc: 'Put' | 'Get', p: Params): Promise<ApiResult> {
+async function runApiCase(rpc: 'Put' | 'Get', fast: boolean, p: Params): Promise<ApiResult> {
   const w = validateWorkload(
     defaultWorkload({
       clients: p.clients,
@@ -510,12 +532,12 @@ async function runApiCase(rpc: 'Put' | 'Get', p: Params): Promise<ApiResult> {
       durationMs: Math.round(p.durationS * 1000),
     }),
   );
-  const child = await ChildServer.start('kv', ['--value-bytes', String(p.valueBytes)]);
+  const child = await ChildServer.start(fast ? 'kv-fast' : 'kv', ['--value-bytes', String(p.valueBytes)]);
   let target: Target | undefined;
   const clients: TargetClient[] = [];
   const timers: NodeJS.Timeout[] = [];
   try {
-    progress(`case 1 ${rpc}: child pid ${child.pid} on port ${child.port}; ${p.clients} clients, ${p.warmupS} s warm-up, ${p.durationS} s measured`);
+    progress(`case 1 ${rpc} (${fast ? 'fast path' : 'grpc-js'}): child pid ${child.pid} on port ${child.port}; ${p.clients} clients, ${p.warmupS} s warm-up, ${p.durationS} s measured`);
     target = await openTarget({ system: 'raftkv', endpoints: [`${HOST}:${child.port}`] });
     const sources = Array.from({ length: w.clients }, (_, i) => workerSource(w, i));
     for (let i = 0; i < w.clients; i++) clients.push(target.client(i));
@@ -562,6 +584,7 @@ async function runApiCase(rpc: 'Put' | 'Get', p: Params): Promise<ApiResult> {
     const perCall = (ms: number): number => (calls > 0 ? (ms * 1000) / calls : Number.NaN);
     return {
       rpc,
+      path: fast ? 'fast path' : 'grpc-js',
       child: child.command,
       calls,
       elapsedMs: d.elapsedMs,
@@ -862,13 +885,16 @@ function formatReport(command: string, p: Params, api: readonly ApiResult[], pee
   out.push(`Case 1: client API floor. raftkv's KV service on kv-node's server options, handlers answering at once`);
   out.push(`(Put: a fixed header; Get: one fixed ${p.valueBytes} B KeyValue); no Raft, no storage. Driven by ${p.clients} closed-loop`);
   out.push(`KvClients as kvbench's raftkv target makes them, ${p.valueBytes} B values. CPU per call is the server child's.`);
-  out.push(`child: ${api[0]?.child ?? '–'}`);
+  out.push(`path: grpc-js is grpc-js's own call handling; fast path is the unary fast path kv-node puts ahead of it`);
+  out.push(`(src/server/unary-fast-path.ts), serving the same handlers straight from the HTTP/2 streams.`);
+  for (const r of api) out.push(`child (${r.rpc}, ${r.path}): ${r.child}`);
   out.push('');
   out.push(
     markdownTable(
-      ['rpc', 'calls/s', 'p50 ms', 'p99 ms', 'server CPU µs/call', 'main thread µs/call', 'main share', 'server cores', 'client CPU µs/call', 'errors'],
+      ['rpc', 'path', 'calls/s', 'p50 ms', 'p99 ms', 'server CPU µs/call', 'main thread µs/call', 'main share', 'server cores', 'client CPU µs/call', 'errors'],
       api.map((r) => [
         r.rpc,
+        r.path,
         fmtNum(r.callsPerSec),
         ms(r.p50Us),
         ms(r.p99Us),
@@ -976,8 +1002,9 @@ async function runParent(flags: Flags, args: readonly string[]): Promise<void> {
   const command = `npx tsx bench/grpc-floor.ts${args.length > 0 ? ' ' + args.join(' ') : ''}`;
   const api: ApiResult[] = [];
   const peer: PeerResult[] = [];
-  api.push(await runApiCase('Put', p));
-  api.push(await runApiCase('Get', p));
+  for (const rpc of ['Put', 'Get'] as const) {
+    for (const fast of [false, true]) api.push(await runApiCase(rpc, fast, p));
+  }
   peer.push(await runPeerCase('grpc-stream', p));
   peer.push(await runPeerCase('tcp', p));
   if (flags.json === true) {
