@@ -13,16 +13,22 @@
 // (health, reflection, maintenance, the peers' snapshots), compressed requests (grpc-js decompresses
 // them), and headers grpc-js would refuse (it answers them as it always did).
 //
-// What it does as grpc-js does: exactly one request message, refused with INTERNAL otherwise; the
-// message size limits both ways, refused with RESOURCE_EXHAUSTED naming the limit; a malformed
-// message refused with INTERNAL; the answer in one DATA frame and grpc-status 0 in trailers, with
-// grpc-js's response headers; a failure as a trailers-only response with its metadata, its message
-// percent-encoded as the gRPC spec asks. What it leaves out: a server-side timer per deadline. The
-// method sees the call's timeout and bounds its own waits by it, and a client that gives up resets
-// the stream; an answer that comes after that is dropped.
+// What a client sees is what grpc-js's handling gives it: the answer in one DATA frame and
+// grpc-status 0 in trailers, with grpc-js's response headers; a failure as a trailers-only response
+// with its metadata, its message percent-encoded as the gRPC spec asks; the message size limits both
+// ways, refused with RESOURCE_EXHAUSTED (the details also name the limit). Where it differs, it does
+// what the gRPC spec and grpc-go and grpc-java do: a unary call without exactly one request message,
+// a malformed message, or a compressed flag on a call without grpc-encoding, is refused with
+// INTERNAL (grpc-js answers a missing or second message with UNIMPLEMENTED, and reads a flagged
+// message as if it were not compressed). What it leaves out: a server-side timer per deadline. The
+// method gets the time left to the call's deadline, counted from the arrival of its headers, and
+// bounds its own waits by it (raftkv's answer TIMEOUT, as DEADLINE_EXCEEDED); a client that gives up
+// resets the stream, and an answer that comes after that is dropped.
 //
 // grpc-js keeps its HTTP/2 servers and their 'stream' handler private. installUnaryFastPath checks
-// each step (see grpcHttp2Servers) and changes nothing when one is not as expected.
+// each step (see grpcHttp2Servers) and changes nothing when one is not as expected, or when the
+// server uses what the fast path would bypass: interceptors, channelz, a connection idle timeout
+// (grpc-js counts a connection's open streams in its own handler).
 
 import type { EventEmitter } from 'node:events';
 import type * as http2 from 'node:http2';
@@ -71,6 +77,9 @@ const OK_TRAILERS: http2.OutgoingHttpHeaders = Object.freeze({ 'grpc-status': '0
 const WAIT_FOR_TRAILERS: http2.ServerStreamResponseOptions = Object.freeze({ waitForTrailers: true });
 const END_STREAM: http2.ServerStreamResponseOptions = Object.freeze({ endStream: true });
 
+/** Headers a failure's metadata cannot set: the status's own, and the response's framing. */
+const RESERVED_HEADERS: ReadonlySet<string> = new Set(['content-type', 'te', 'grpc-status', 'grpc-message', 'grpc-encoding', 'grpc-accept-encoding', 'grpc-timeout']);
+
 /** grpc-timeout's units, in ms. */
 const TIMEOUT_UNIT_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 1e-3, n: 1e-6 };
 
@@ -115,7 +124,7 @@ function sendStatus(stream: http2.ServerHttp2Stream, status: CallStatus): void {
   };
   if (status.metadata !== undefined) {
     for (const [key, value] of Object.entries(status.metadata.toHttp2Headers())) {
-      if (!key.startsWith(':') && !key.startsWith('grpc-') && key !== 'content-type') headers[key] = value;
+      if (!RESERVED_HEADERS.has(key) && !key.startsWith(':')) headers[key] = value;
     }
   }
   try {
@@ -161,6 +170,7 @@ function runCall(
   o: UnaryFastPathOptions,
 ): void {
   stream.on('error', ignore);
+  const arrivedMs = timeoutMs === undefined ? 0 : Date.now();
   let first: Buffer | undefined;
   let rest: Buffer[] | undefined;
   let bytes = 0;
@@ -207,22 +217,25 @@ function runCall(
     }
     let served: Promise<unknown>;
     try {
-      served = method.serve(request, timeoutMs, headers);
+      served = method.serve(request, timeoutMs === undefined ? undefined : timeoutMs - (Date.now() - arrivedMs), headers);
     } catch (err) {
       served = Promise.reject(err);
     }
-    served.then(
-      (answer) => sendAnswer(stream, method, answer, o),
-      (err: unknown) => {
-        let status: CallStatus;
-        try {
-          status = o.statusOf(err);
-        } catch (mapErr) {
-          status = { code: grpc.status.INTERNAL, details: `INTERNAL: ${(mapErr as Error)?.message ?? String(mapErr)}` };
-        }
-        sendStatus(stream, status);
-      },
-    );
+    served
+      .then(
+        (answer) => sendAnswer(stream, method, answer, o),
+        (err: unknown) => {
+          let status: CallStatus;
+          try {
+            status = o.statusOf(err);
+          } catch (mapErr) {
+            status = { code: grpc.status.INTERNAL, details: `INTERNAL: ${(mapErr as Error)?.message ?? String(mapErr)}` };
+          }
+          sendStatus(stream, status);
+        },
+      )
+      // Nothing above should throw; if it does, the call ends with a reset rather than the process.
+      .catch(() => stream.destroy());
   });
 }
 
@@ -267,6 +280,18 @@ export function unaryFastPath(
   };
 }
 
+/** grpc-js's idle timeout when none is set (server.js's MAX_CONNECTION_IDLE_MS, as of grpc-js 1.14). */
+const NO_IDLE_TIMEOUT_MS = ~(1 << 31);
+
+/**
+ * Whether `server` (its private fields, as of grpc-js 1.14) uses nothing its stream handler does per
+ * call that the fast path leaves out: no interceptors, no channelz, no connection idle timeout.
+ */
+function bypassable(server: grpc.Server): boolean {
+  const s = server as unknown as { interceptors?: unknown; channelzEnabled?: unknown; sessionIdleTimeout?: unknown };
+  return Array.isArray(s.interceptors) && s.interceptors.length === 0 && s.channelzEnabled === false && s.sessionIdleTimeout === NO_IDLE_TIMEOUT_MS;
+}
+
 /**
  * Puts the fast path ahead of grpc-js on every HTTP/2 server grpc-js keeps for `server` now (create
  * its connection injectors first): the streams it takes are its own, grpc-js gets every other one
@@ -278,6 +303,7 @@ export function installUnaryFastPath(
   methods: ReadonlyMap<string, FastUnaryMethod>,
   o: UnaryFastPathOptions,
 ): FastPathCounters | undefined {
+  if (!bypassable(server)) return undefined;
   const emitters = grpcHttp2Servers(server);
   if (emitters === undefined || !emitters.every((e) => e.listenerCount('stream') === 1)) return undefined;
   const counters: FastPathCounters = { served: 0, passedOn: 0 };

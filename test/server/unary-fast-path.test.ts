@@ -1,9 +1,10 @@
 // The unary fast path (src/server/unary-fast-path.ts) against grpc-js's own call handling: the same
 // KV handlers behind a real grpc-js server on 127.0.0.1, reached through a NodeListener as a node
 // reaches them, once with the fast path installed and once without. Clients see the same answers,
-// statuses, details and metadata either way; what the fast path refuses (bad framing, limits) it
-// refuses with the status grpc-js uses; what it does not take (compression, other services) grpc-js
-// still serves. Malformed requests come from a raw node:http2 client.
+// statuses, details, metadata and response headers either way; limits are refused with the status
+// grpc-js uses; malformed framing with INTERNAL (as grpc-go and grpc-java do); what the fast path
+// does not take (compression, other services) grpc-js still serves. Malformed requests come from a
+// raw node:http2 client.
 
 import * as http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
@@ -14,6 +15,7 @@ import { kvServiceDefinition } from '../../src/server/kv-proto.js';
 import type * as pb from '../../src/server/kv-proto.js';
 import { addKvService, kvFastMethods, METADATA_FORWARDED, type CallContext, type KvHandlers } from '../../src/server/kv-service.js';
 import { installUnaryFastPath, parseGrpcTimeout, percentEncodeMessage, type FastPathCounters } from '../../src/server/unary-fast-path.js';
+import { grpcHttp2Servers } from '../../src/transport/http2-stream-map.js';
 import { NodeListener } from '../../src/transport/node-listener.js';
 
 const MAX_MESSAGE_BYTES = 2048;
@@ -28,8 +30,6 @@ class TestHandlers implements KvHandlers {
   readonly contexts: CallContext[] = [];
   /** Resolves the Get of key "hang" (held until the test lets it go). */
   release: (() => void) | undefined;
-  /** Resolves once a held Get has answered, or failed to. */
-  heldDone: Promise<void> | undefined;
   leaderAddress = (id: number): string | undefined => (id === 2 ? '127.0.0.1:7402' : undefined);
   async put(req: pb.PutRequest, ctx: CallContext): Promise<pb.PutResponse> {
     this.contexts.push(ctx);
@@ -63,9 +63,24 @@ class TestHandlers implements KvHandlers {
 
 interface Served {
   readonly handlers: TestHandlers;
+  readonly server: grpc.Server;
   readonly address: string;
   readonly counters: FastPathCounters | undefined;
 }
+
+/** kv-node's server options (channelz off: the fast path is not installed with channelz on). */
+const serverOptions = (): grpc.ServerOptions => ({
+  'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+  'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+  'grpc.enable_channelz': 0,
+});
+
+const fastOptions = (statusOf: (err: unknown) => { code: grpc.status; details: string }) => ({
+  maxReceiveMessageBytes: MAX_MESSAGE_BYTES,
+  maxSendMessageBytes: MAX_MESSAGE_BYTES,
+  limitName: '--max-message-bytes',
+  statusOf,
+});
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -74,18 +89,13 @@ afterEach(async () => {
 
 async function serve(fast: boolean): Promise<Served> {
   const handlers = new TestHandlers();
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES, 'grpc.max_send_message_length': MAX_MESSAGE_BYTES });
+  const server = new grpc.Server(serverOptions());
   addKvService(server, handlers);
   const listener = new NodeListener({ grpcServer: server });
   let counters: FastPathCounters | undefined;
   if (fast) {
     const { methods, statusOf } = kvFastMethods(handlers);
-    counters = installUnaryFastPath(server, methods, {
-      maxReceiveMessageBytes: MAX_MESSAGE_BYTES,
-      maxSendMessageBytes: MAX_MESSAGE_BYTES,
-      limitName: '--max-message-bytes',
-      statusOf,
-    });
+    counters = installUnaryFastPath(server, methods, fastOptions(statusOf));
     expect(counters, 'the fast path must find grpc-js as expected').toBeDefined();
   }
   const port = await listener.listen('127.0.0.1:0');
@@ -93,7 +103,7 @@ async function serve(fast: boolean): Promise<Served> {
     server.forceShutdown();
     await listener.close(0);
   });
-  return { handlers, address: `127.0.0.1:${port}`, counters };
+  return { handlers, server, address: `127.0.0.1:${port}`, counters };
 }
 
 type Callback = (err: grpc.ServiceError | null, res: unknown) => void;
@@ -200,8 +210,45 @@ describe.each(modes)('KV calls through $path', ({ fast }) => {
     const held = call(c, 'Get', { key: Buffer.from('hang') }, { timeoutMs: 200 });
     expect((await held).err?.code).toBe(grpc.status.DEADLINE_EXCEEDED);
     expect(s.handlers.release, 'the held call reached its handler').toBeDefined();
+    // A call on the same connection after the reset: the server has seen the reset once it answers.
+    expect((await call(c, 'Get', { key: Buffer.from('k') })).res).toMatchObject({ found: true });
     s.handlers.release!();
     expect((await call(c, 'Get', { key: Buffer.from('k') })).res).toMatchObject({ found: true });
+  });
+
+  it('let a graceful shutdown wait for a call in progress, which gets its answer', async () => {
+    const s = await serve(fast);
+    const c = client(s.address);
+    const held = call(c, 'Get', { key: Buffer.from('hang') });
+    await until(() => s.handlers.release !== undefined, 'the held call to reach its handler');
+    let shutDown = false;
+    const shutdown = new Promise<void>((resolve) =>
+      s.server.tryShutdown(() => {
+        shutDown = true;
+        resolve();
+      }),
+    );
+    s.handlers.release!();
+    expect((await held).res).toMatchObject({ found: true });
+    await shutdown;
+    expect(shutDown).toBe(true);
+  });
+
+  it('answer with the same response headers and trailers', async () => {
+    const s = await serve(fast);
+    const out = await rawCall(s.address, '/raftkv.v1.KV/Put', grpcFrame(putRequest()));
+    expect(out.headers).toMatchObject({
+      ':status': 200,
+      'content-type': 'application/grpc+proto',
+      'grpc-accept-encoding': 'identity,deflate,gzip',
+      'grpc-encoding': 'identity',
+    });
+    expect(out.headers['grpc-status']).toBeUndefined();
+    expect(out.trailers).toMatchObject({ 'grpc-status': '0', 'grpc-message': 'OK' });
+    const failed = await rawCall(s.address, '/raftkv.v1.KV/Get', grpcFrame(kvServiceDefinition.Get!.requestSerialize({ key: Buffer.from('not-leader') })));
+    // Trailers-only: the status in the response headers, no trailers.
+    expect(failed.headers).toMatchObject({ ':status': 200, 'content-type': 'application/grpc+proto', 'grpc-status': '14', [METADATA_CODE]: 'NOT_LEADER' });
+    expect(failed.trailers).toBeUndefined();
   });
 
   it('serve compressed requests (grpc-js decompresses them) and leave other services to grpc-js', async () => {
@@ -225,14 +272,31 @@ function grpcFrame(message: Uint8Array, flag = 0): Buffer {
   return f;
 }
 
+const putRequest = (value = 'v'): Uint8Array => kvServiceDefinition.Put!.requestSerialize({ key: Buffer.from('k'), value: Buffer.from(value) });
+
+/** Waits for `cond`, polling, up to 5 s. */
+async function until(cond: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 interface RawOutcome {
   readonly status: string | undefined;
   readonly message: string | undefined;
+  readonly headers: http2.IncomingHttpHeaders;
+  readonly trailers: http2.IncomingHttpHeaders | undefined;
   readonly body: Buffer;
 }
 
-/** One POST over a fresh HTTP/2 connection with `body` as its DATA, as any gRPC client would send. */
-function rawCall(address: string, path: string, body: Buffer, extra: http2.OutgoingHttpHeaders = {}): Promise<RawOutcome> {
+/**
+ * One POST over a fresh HTTP/2 connection, as any gRPC client would send it: `body` as its DATA, in
+ * one write or, given pieces, one write per piece (each written once the one before has gone out,
+ * and `gapMs` later: a slow client, not a wait for anything to settle).
+ */
+function rawCall(address: string, path: string, body: Buffer | Buffer[], extra: http2.OutgoingHttpHeaders = {}, gapMs = 0): Promise<RawOutcome> {
   return new Promise((resolve, reject) => {
     const session = http2.connect(`http://${address}`);
     session.on('error', reject);
@@ -240,24 +304,37 @@ function rawCall(address: string, path: string, body: Buffer, extra: http2.Outgo
     const chunks: Buffer[] = [];
     let status: string | undefined;
     let message: string | undefined;
+    let headers: http2.IncomingHttpHeaders = {};
+    let trailers: http2.IncomingHttpHeaders | undefined;
     const take = (h: http2.IncomingHttpHeaders): void => {
       if (h['grpc-status'] !== undefined) status = String(h['grpc-status']);
       if (h['grpc-message'] !== undefined) message = String(h['grpc-message']);
     };
-    req.on('response', take);
-    req.on('trailers', take);
+    req.on('response', (h) => {
+      headers = h;
+      take(h);
+    });
+    req.on('trailers', (h) => {
+      trailers = h;
+      take(h);
+    });
     req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('error', reject);
+    // A write after the server ended the call fails; the outcome is what the server sent.
+    req.on('error', () => {});
     req.on('close', () => {
       session.close();
-      resolve({ status, message, body: Buffer.concat(chunks) });
+      resolve({ status, message, headers, trailers, body: Buffer.concat(chunks) });
     });
-    req.end(body);
+    const pieces = Array.isArray(body) ? body : [body];
+    const writeFrom = (i: number): void => {
+      if (i === pieces.length - 1) req.end(pieces[i]);
+      else req.write(pieces[i], () => (gapMs > 0 ? setTimeout(() => writeFrom(i + 1), gapMs) : writeFrom(i + 1)));
+    };
+    writeFrom(0);
   });
 }
 
-describe('the fast path refuses malformed requests with INTERNAL, as grpc-js does, and serves on', () => {
-  const putRequest = (): Uint8Array => kvServiceDefinition.Put!.requestSerialize({ key: Buffer.from('k'), value: Buffer.from('v') });
+describe('the fast path on raw HTTP/2 requests: malformed ones refused with INTERNAL, limits, pieces, deadlines', () => {
   it.each([
     { what: 'no message', body: (): Buffer => Buffer.alloc(0), details: /no complete request message/ },
     { what: 'a cut message', body: (): Buffer => grpcFrame(putRequest()).subarray(0, 7), details: /no complete request message/ },
@@ -274,6 +351,38 @@ describe('the fast path refuses malformed requests with INTERNAL, as grpc-js doe
     expect(good.status).toBe('0');
     expect(kvServiceDefinition.Put!.responseDeserialize(good.body.subarray(5))).toMatchObject({ header: { index: '1' } });
     expect(s.counters!.served).toBe(2);
+  });
+
+  it('reads a message that comes in pieces, its prefix split between them', async () => {
+    const s = await serve(true);
+    const frame = grpcFrame(putRequest('x'.repeat(300)));
+    const out = await rawCall(s.address, '/raftkv.v1.KV/Put', [frame.subarray(0, 3), frame.subarray(3, 40), frame.subarray(40)]);
+    expect(out.status).toBe('0');
+    expect(kvServiceDefinition.Put!.responseDeserialize(out.body.subarray(5))).toMatchObject({ header: { index: '300' } });
+  });
+
+  it('refuses a request over the limit at its prefix, and reads the rest of a body far past the flow-control window', async () => {
+    const s = await serve(true);
+    const big = grpcFrame(Buffer.alloc(300_000, 1));
+    const pieces = Array.from({ length: 10 }, (_, i) => big.subarray(i * 30_001, (i + 1) * 30_001));
+    const out = await rawCall(s.address, '/raftkv.v1.KV/Put', pieces);
+    expect(out.status).toBe(String(grpc.status.RESOURCE_EXHAUSTED));
+    expect(decodeURIComponent(out.message ?? '')).toContain(`(300000 vs. ${MAX_MESSAGE_BYTES}): limit --max-message-bytes=${MAX_MESSAGE_BYTES}`);
+    expect(s.handlers.contexts).toHaveLength(0);
+    expect((await rawCall(s.address, '/raftkv.v1.KV/Put', grpcFrame(putRequest()))).status).toBe('0');
+  });
+
+  it('gives the method the time left to the deadline, counted from the headers', async () => {
+    const s = await serve(true);
+    const frame = grpcFrame(putRequest());
+    const before = Date.now();
+    // The message's last piece comes 500 ms after the headers: that time counts against the deadline.
+    const out = await rawCall(s.address, '/raftkv.v1.KV/Put', [frame.subarray(0, 4), frame.subarray(4)], { 'grpc-timeout': '2S' }, 500);
+    const after = Date.now();
+    expect(out.status).toBe('0');
+    expect(after - before).toBeGreaterThanOrEqual(500);
+    expect(s.handlers.contexts[0]!.deadlineMs).toBeLessThanOrEqual(before + 2_000 + 100);
+    expect(s.handlers.contexts[0]!.deadlineMs).toBeGreaterThan(before + 1_000);
   });
 
   it('leaves a call with a malformed grpc-timeout to grpc-js', async () => {
@@ -303,8 +412,32 @@ describe('unary fast path helpers', () => {
     expect(percentEncodeMessage('a\ud800')).toBe('a%EF%BF%BD');
   });
 
+  const statusOf = (): { code: grpc.status; details: string } => ({ code: grpc.status.INTERNAL, details: '' });
+
   it('is not installed, and changes nothing, on a server without HTTP/2 servers', () => {
-    const server = new grpc.Server();
-    expect(installUnaryFastPath(server, new Map(), { maxReceiveMessageBytes: 1, maxSendMessageBytes: 1, limitName: 'x', statusOf: () => ({ code: 13, details: '' }) })).toBeUndefined();
+    expect(installUnaryFastPath(new grpc.Server(serverOptions()), new Map(), fastOptions(statusOf))).toBeUndefined();
+  });
+
+  it.each([
+    { what: 'with channelz on', options: { 'grpc.enable_channelz': 1 } },
+    { what: 'with a connection idle timeout', options: { 'grpc.max_connection_idle_ms': 60_000 } },
+    { what: 'with an interceptor', options: { interceptors: [(_methodDescriptor: unknown, call: unknown) => call] } },
+  ])('is not installed $what, which it would bypass', ({ options }) => {
+    const server = new grpc.Server({ ...serverOptions(), ...options } as grpc.ServerOptions);
+    server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    expect(installUnaryFastPath(server, new Map(), fastOptions(statusOf))).toBeUndefined();
+    expect(grpcHttp2Servers(server)!.every((e) => e.listenerCount('stream') === 1)).toBe(true);
+  });
+
+  it('is not installed when the HTTP/2 server has another stream handler than grpc-js', () => {
+    const server = new grpc.Server(serverOptions());
+    server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    const [h2] = grpcHttp2Servers(server)!;
+    const other = (): void => {};
+    h2!.on('stream', other);
+    expect(installUnaryFastPath(server, new Map(), fastOptions(statusOf))).toBeUndefined();
+    expect(h2!.listeners('stream')).toContain(other);
+    h2!.off('stream', other);
+    expect(installUnaryFastPath(server, new Map(), fastOptions(statusOf))).toBeDefined();
   });
 });
