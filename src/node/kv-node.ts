@@ -360,7 +360,9 @@ export class KvNode {
           statusOf,
         });
         if (this.fastPath === undefined) {
-          this.log.warn('listener', { msg: `this grpc-js does not keep its HTTP/2 servers where expected: KV calls go through grpc-js's call handling (see src/server/unary-fast-path.ts)` });
+          this.log.warn('listener', {
+            msg: `the unary fast path is not installed (grpc-js's internals are not as expected, or its server uses what the fast path would bypass): KV calls go through grpc-js's call handling (see src/server/unary-fast-path.ts)`,
+          });
         }
       }
       this.transport.addToServer(this.server, this.listener);

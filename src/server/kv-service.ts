@@ -35,7 +35,7 @@ export const METADATA_FORWARDED = 'raftkv-forwarded';
  */
 function contextOf(timeoutMs: number | undefined, forwarded: boolean, defaultTimeoutMs: number): CallContext {
   const now = Date.now();
-  const ms = timeoutMs === undefined || Number.isNaN(timeoutMs) ? defaultTimeoutMs : Math.min(timeoutMs, 10 * defaultTimeoutMs);
+  const ms = timeoutMs === undefined ? defaultTimeoutMs : Math.min(timeoutMs, 10 * defaultTimeoutMs);
   return { deadlineMs: now + ms, forwarded };
 }
 
