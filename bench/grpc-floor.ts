@@ -52,7 +52,7 @@ import { defaultWorkload, MAX_CLIENTS, validateWorkload, workerSource } from './
 import { fmtNum, markdownTable } from './support/compare-table.js';
 import { DEFAULT_NODE_CONFIG } from '../src/node/kv-node.js';
 import { kvServiceDefinition } from '../src/server/kv-proto.js';
-import { installUnaryFastPath, type FastUnaryMethod } from '../src/server/unary-fast-path.js';
+import { fastMethod, installUnaryFastPath, type FastUnaryMethod } from '../src/server/unary-fast-path.js';
 import type * as pb from '../src/server/kv-proto.js';
 import { batchHeaderBytes, decodeBatch, encodeBatch, encodedMessageBytes } from '../src/transport/codec.js';
 import { FrameDecoder, frameHeader } from '../src/transport/peer-wire.js';
@@ -247,8 +247,7 @@ async function serveKv(valueBytes: number, fast: boolean): Promise<{ port: numbe
     const answers: Record<string, () => unknown> = { Put: () => putResponse, Get: () => getResponse, Status: status };
     const methods = new Map<string, FastUnaryMethod>();
     for (const [name, answer] of Object.entries(answers)) {
-      const def = kvServiceDefinition[name]!;
-      methods.set(def.path, { decode: (m) => def.requestDeserialize(m), encode: (a) => def.responseSerialize(a), serve: async () => answer() });
+      methods.set(kvServiceDefinition[name]!.path, fastMethod(kvServiceDefinition[name]!, async () => answer()));
     }
     const installed = installUnaryFastPath(server, methods, {
       maxReceiveMessageBytes: MAX_MESSAGE_BYTES,

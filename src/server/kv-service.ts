@@ -5,7 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import { toServiceError } from './grpc-errors.js';
 import { kvServiceDefinition } from './kv-proto.js';
 import type * as pb from './kv-proto.js';
-import type { CallStatus, FastUnaryMethod } from './unary-fast-path.js';
+import { fastMethod, type CallStatus, type FastUnaryMethod } from './unary-fast-path.js';
 
 export interface CallContext {
   /** Wall-clock deadline in ms (the call's own, or the node's default). */
@@ -85,11 +85,10 @@ export function kvFastMethods(h: KvHandlers): { methods: Map<string, FastUnaryMe
   const methods = new Map<string, FastUnaryMethod>();
   for (const [name, fn] of Object.entries(methodsOf(h))) {
     const def = kvServiceDefinition[name]!;
-    methods.set(def.path, {
-      decode: (message) => def.requestDeserialize(message),
-      encode: (answer) => def.responseSerialize(answer),
-      serve: (request, timeoutMs, headers) => fn(request as never, contextOf(timeoutMs, headers[METADATA_FORWARDED] !== undefined, h.defaultTimeoutMs)),
-    });
+    methods.set(
+      def.path,
+      fastMethod(def, (request, timeoutMs, headers) => fn(request as never, contextOf(timeoutMs, headers[METADATA_FORWARDED] !== undefined, h.defaultTimeoutMs))),
+    );
   }
   const statusOf = (err: unknown): CallStatus => {
     const e = toServiceError(err, h.nodeId, h.leaderAddress);

@@ -47,6 +47,11 @@ export interface FastUnaryMethod {
   readonly serve: (request: unknown, timeoutMs: number | undefined, headers: http2.IncomingHttpHeaders) => Promise<unknown>;
 }
 
+/** A unary method of a grpc-js service definition, served by `serve` through the fast path. */
+export function fastMethod(def: grpc.MethodDefinition<unknown, unknown>, serve: FastUnaryMethod['serve']): FastUnaryMethod {
+  return { decode: (message) => def.requestDeserialize(message), encode: (answer) => def.responseSerialize(answer), serve };
+}
+
 export interface CallStatus {
   readonly code: grpc.status;
   readonly details: string;
@@ -251,10 +256,10 @@ export interface FastPathCounters {
  * The stream handler: takes the streams this path serves (see the top of this file) and returns
  * true for them; returns false, touching nothing, for the others.
  */
-export function unaryFastPath(
+function unaryFastPath(
   methods: ReadonlyMap<string, FastUnaryMethod>,
   o: UnaryFastPathOptions,
-  counters: FastPathCounters = { served: 0, passedOn: 0 },
+  counters: FastPathCounters,
 ): (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => boolean {
   const passOn = (): false => {
     counters.passedOn++;
