@@ -107,7 +107,8 @@ export class PeerLink {
   private writingMessages = 0;
   /** The connect timeout, the backoff delay, or the close timeout: never more than one at a time. */
   private timer: NodeJS.Timeout | undefined;
-  private flushImmediate: NodeJS.Immediate | undefined;
+  /** A flush is queued for the end of the current callback (a closed link's flush does nothing). */
+  private flushScheduled = false;
   /** Drops because the queue was full since it was last empty; logs once per such episode. */
   private droppingSinceEmpty = false;
   private loggedOversize = false;
@@ -176,8 +177,6 @@ export class PeerLink {
     if (this.state !== 'closed') {
       this.state = 'closed';
       this.clearTimer();
-      if (this.flushImmediate !== undefined) clearImmediate(this.flushImmediate);
-      this.flushImmediate = undefined;
       this.queue.clear();
       this.queuedBytes = 0;
       const attempt = this.attempt;
@@ -306,11 +305,18 @@ export class PeerLink {
     }, this.o.backoff.nextDelayMs());
   }
 
-  /** Coalesces the sends of one turn of the event loop into one frame. */
+  /**
+   * Coalesces the sends of one callback (its promise continuations included) into one frame, and
+   * writes it before the event loop goes on. A Ready's messages are sent from the runtime's loop,
+   * which runs in the check phase when proposals or reads started it: a setImmediate queued there
+   * runs one turn later, after a whole poll phase of other callbacks, so the leader's appends left
+   * after its own disk write had started rather than alongside it.
+   */
   private scheduleFlush(): void {
-    if (this.flushImmediate !== undefined || this.writingMessages > 0) return;
-    this.flushImmediate = setImmediate(() => {
-      this.flushImmediate = undefined;
+    if (this.flushScheduled || this.writingMessages > 0) return;
+    this.flushScheduled = true;
+    process.nextTick(() => {
+      this.flushScheduled = false;
       this.flush();
     });
   }

@@ -88,6 +88,28 @@ describe('PeerTransport', () => {
     expect(a.transport.stats().peers.get(2)!.sentFrames).toBe(1 + frames + 10);
   });
 
+  it('writes the sends of one callback as one frame before the event loop goes on', async () => {
+    const nodes = await h.cluster([1, 2]);
+    const a = nodes.get(1)!;
+    const b = nodes.get(2)!;
+    a.transport.send([heartbeat(1, 2, 0)]);
+    await waitFor(() => b.received.length === 1 && a.transport.stats().peers.get(2)!.sentFrames === 1, 5000, 'the first frame');
+
+    // From the check phase, where the runtime's loop runs after a batch of requests: a flush
+    // left to setImmediate would wait a whole turn of the event loop.
+    const queuedAfter = await new Promise<number>((resolve) => {
+      setImmediate(() => {
+        a.transport.send([heartbeat(1, 2, 1)]);
+        a.transport.send([heartbeat(1, 2, 2), heartbeat(1, 2, 3)]);
+        process.nextTick(() => resolve(a.transport.stats().peers.get(2)!.queuedMessages));
+      });
+    });
+    expect(queuedAfter).toBe(0);
+    await waitFor(() => b.received.length === 4, 5000, 'the three heartbeats');
+    expect(commits(b.received)).toEqual([0, 1, 2, 3]);
+    expect(a.transport.stats().peers.get(2)!.sentFrames).toBe(2);
+  });
+
   it('keeps messages for a peer that is down and delivers them once it is up, after retries', async () => {
     const port = await h.freePort();
     const peers = new Map([
