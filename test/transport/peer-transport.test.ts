@@ -105,7 +105,8 @@ describe('PeerTransport', () => {
       });
     });
     expect(queuedAfter).toBe(0);
-    await waitFor(() => b.received.length === 4, 5000, 'the three heartbeats');
+    // The frame's count moves in its write callback, which may come after the peer has read it.
+    await waitFor(() => b.received.length === 4 && a.transport.stats().peers.get(2)!.sentMessages === 4, 5000, 'the three heartbeats');
     expect(commits(b.received)).toEqual([0, 1, 2, 3]);
     expect(a.transport.stats().peers.get(2)!.sentFrames).toBe(2);
   });
