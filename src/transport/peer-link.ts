@@ -107,7 +107,7 @@ export class PeerLink {
   private writingMessages = 0;
   /** The connect timeout, the backoff delay, or the close timeout: never more than one at a time. */
   private timer: NodeJS.Timeout | undefined;
-  /** A flush is queued for the end of the current callback (a closed link's flush does nothing). */
+  /** A flush is queued on process.nextTick (a closed link's flush does nothing). */
   private flushScheduled = false;
   /** Drops because the queue was full since it was last empty; logs once per such episode. */
   private droppingSinceEmpty = false;
@@ -306,11 +306,11 @@ export class PeerLink {
   }
 
   /**
-   * Coalesces the sends of one callback (its promise continuations included) into one frame, and
-   * writes it before the event loop goes on. A Ready's messages are sent from the runtime's loop,
-   * which runs in the check phase when proposals or reads started it: a setImmediate queued there
-   * runs one turn later, after a whole poll phase of other callbacks, so the leader's appends left
-   * after its own disk write had started rather than alongside it.
+   * Coalesces the sends of one synchronous run, or of one drain of the microtask queue, into one
+   * frame, and writes it before the event loop polls again. A Ready's messages are sent from the
+   * runtime's loop, which runs in the check phase when proposals or reads started it: a setImmediate
+   * queued there runs one turn later, after a whole poll phase of other callbacks, so the leader's
+   * appends waited that long after its own disk write had been dispatched.
    */
   private scheduleFlush(): void {
     if (this.flushScheduled || this.writingMessages > 0) return;

@@ -88,7 +88,7 @@ describe('PeerTransport', () => {
     expect(a.transport.stats().peers.get(2)!.sentFrames).toBe(1 + frames + 10);
   });
 
-  it('writes the sends of one callback as one frame before the event loop goes on', async () => {
+  it('writes the sends of one synchronous run as one frame, before the event loop polls again', async () => {
     const nodes = await h.cluster([1, 2]);
     const a = nodes.get(1)!;
     const b = nodes.get(2)!;
