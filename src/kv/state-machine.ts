@@ -84,12 +84,12 @@ export interface PreparedWrite {
   readonly failed: (err: unknown) => void;
 }
 
-/** Map keys for byte strings: one char per byte. */
 /** The command belongs to a client session (exactly-once): a client id and a sequence number >= 1. */
 function isTracked(cmd: Command): cmd is Command & { readonly clientId: string; readonly seq: number } {
   return cmd.clientId !== undefined && cmd.clientId !== '' && cmd.seq !== undefined && cmd.seq > 0;
 }
 
+/** Map keys for byte strings: one char per byte. */
 function byteKey(b: Uint8Array): string {
   return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
 }
