@@ -1,0 +1,275 @@
+// What a node's synced write costs, alone and when several processes write at once, as three nodes
+// of a local cluster do on one machine.
+//
+// Each child process opens its own NodeStore and KvStateMachine (src/storage, src/kv) in a fresh
+// temporary directory and persists --batches Readies one after the other, each --entries put entries
+// (--value-bytes values, keys drawn from 10,000, one client session per entry as kvbench's workers
+// have). With --applies combined (the default), each batch also carries the applies of the batch
+// before it, prepared first, as a follower's write does when the new commit index comes with the next
+// entries (src/node/raft-runtime.ts); with --applies none, the entries and hard state alone. Timed:
+// the persist call, from the call to its resolution (what an acknowledgement waits for). The children
+// of one run open their stores, then start together.
+//
+// Reported per run: the processes writing at once, the median over them of each one's p50, p90 and
+// p99 persist time, LevelDB operations per batch, and the CPU per entry (each child's
+// process.cpuUsage() over its loop, LevelDB's threads included: preparing the applies and persisting;
+// the entries are made before the loop starts). A script, not a test: it asserts nothing about speed.
+// Run: npx tsx bench/store-writes.ts [--processes 1,3] [--entries 64] [--batches 300]
+//      [--value-bytes 256] [--applies combined|none] [--json FILE]
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { KvStateMachine } from '../src/kv/index.js';
+import { encodeCommand } from '../src/kv/command.js';
+import type { Entry } from '../src/raft/index.js';
+import { NodeStore, type StateWrite } from '../src/storage/index.js';
+import type { PreparedWrite } from '../src/kv/state-machine.js';
+import { parseScriptFlags } from './support/script-flags.js';
+
+const SCRIPT_PATH = fileURLToPath(import.meta.url);
+const PROJECT_ROOT = fileURLToPath(new URL('..', import.meta.url));
+const KEY_COUNT = 10_000;
+/** Set by the parent on its children's environment. */
+const CHILD_ENV = 'RAFTKV_STORE_WRITES_CHILD';
+
+const USAGE = `usage: npx tsx bench/store-writes.ts [options]
+
+  --processes <list>     processes writing at once, one run per item (default 1,3)
+  --entries <n>          put entries per batch (default 64)
+  --batches <n>          batches each process persists (default 300)
+  --value-bytes <n>      bytes of each value (default 256)
+  --applies <mode>       combined: each batch carries the previous batch's applies; none (default combined)
+  --json FILE            also write the results as JSON
+  -h, --help             this text
+`;
+
+export interface WriteParams {
+  readonly entries: number;
+  readonly batches: number;
+  readonly valueBytes: number;
+  readonly applies: 'combined' | 'none';
+}
+
+/** One process's figures. */
+export interface ChildResult {
+  readonly p50Ms: number;
+  readonly p90Ms: number;
+  readonly p99Ms: number;
+  /** LevelDB operations per batch, on average (entries, hard state, applies). */
+  readonly opsPerBatch: number;
+  readonly cpuUsPerEntry: number;
+}
+
+export interface RunResult extends Omit<ChildResult, 'opsPerBatch'> {
+  readonly processes: number;
+  readonly opsPerBatch: number;
+}
+
+/** The value at quantile q of ascending `sorted` (nearest rank). */
+export function quantile(sorted: readonly number[], q: number): number {
+  if (sorted.length === 0) throw new RangeError('quantile of no values');
+  const rank = Math.min(sorted.length, Math.max(1, Math.ceil(q * sorted.length)));
+  return sorted[rank - 1]!;
+}
+
+/** The runs' figures: the median over the processes of each of their figures. */
+export function combine(processes: number, children: readonly ChildResult[]): RunResult {
+  const med = (pick: (c: ChildResult) => number): number => quantile(children.map(pick).sort((a, b) => a - b), 0.5);
+  return {
+    processes,
+    p50Ms: med((c) => c.p50Ms),
+    p90Ms: med((c) => c.p90Ms),
+    p99Ms: med((c) => c.p99Ms),
+    opsPerBatch: med((c) => c.opsPerBatch),
+    cpuUsPerEntry: med((c) => c.cpuUsPerEntry),
+  };
+}
+
+/** "1,3" → [1, 3]; throws on anything but positive integers up to 16. */
+export function parseProcesses(list: string): number[] {
+  const items = list.split(',').map((s) => s.trim());
+  const out = items.map((s) => (/^\d+$/.test(s) ? Number(s) : NaN));
+  if (out.length === 0 || out.some((n) => !Number.isSafeInteger(n) || n < 1 || n > 16)) {
+    throw new RangeError(`--processes must be a comma-separated list of integers from 1 to 16, got "${list}"`);
+  }
+  return out;
+}
+
+function positive(name: string, value: string, max: number): number {
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1 || n > max) throw new RangeError(`${name} must be an integer from 1 to ${max}, got "${value}"`);
+  return n;
+}
+
+/** One child: persists the batches into a fresh store and returns its figures. */
+export async function writeBatches(p: WriteParams, signalReady: () => Promise<void> = async () => {}): Promise<ChildResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'raftkv-store-writes-'));
+  try {
+    const store = await NodeStore.open(join(dir, 'node'), { clusterId: 'store-writes', nodeId: 1 });
+    const sm = await KvStateMachine.open(store, {});
+    const value = new Uint8Array(p.valueBytes).fill(0x76);
+    const latencies: number[] = [];
+    let index = 0;
+    let ops = 0;
+    let previous: Entry[] | undefined;
+    let state = 0x2545f491;
+    const nextKey = (): number => {
+      // xorshift32: the same key sequence in every child and run.
+      state ^= state << 13;
+      state ^= state >>> 17;
+      state ^= state << 5;
+      return (state >>> 0) % KEY_COUNT;
+    };
+    // Every batch's entries are made before the clock starts: the CPU counted is the store's and the
+    // state machine's, not this script's encoding.
+    const batches: Entry[][] = [];
+    for (let b = 0; b < p.batches; b++) {
+      const entries: Entry[] = [];
+      for (let i = 0; i < p.entries; i++) {
+        index++;
+        const key = new TextEncoder().encode(`store-writes/${String(nextKey()).padStart(8, '0')}`);
+        const data = encodeCommand({ op: 'put', key, value, clientId: `client-${i}`, seq: b + 1, proposedAtMs: 1_000_000 + b });
+        entries.push({ index, term: 1, type: 'normal', data });
+      }
+      batches.push(entries);
+    }
+    await signalReady();
+    const cpu0 = process.cpuUsage();
+    for (const entries of batches) {
+      const last = entries[entries.length - 1]!.index;
+      // The previous batch is committed by now; its applies (when carried) reach its last index.
+      const hardState = { term: 1, vote: 1, commit: last - entries.length };
+      let write: PreparedWrite | undefined;
+      let stateWrite: StateWrite | undefined;
+      if (p.applies === 'combined' && previous !== undefined) {
+        await sm.prepare(previous);
+        write = sm.takeWrite();
+        if (write !== undefined) {
+          const data = [...(write.write.data ?? [])];
+          const sessions = [...(write.write.sessions ?? [])];
+          stateWrite = { ...write.write, data, sessions };
+          // The applies' puts: data, sessions, the applied index and the session clock.
+          ops += data.length + sessions.length + 2;
+        }
+      }
+      ops += entries.length + 1;
+      const t0 = performance.now();
+      await store.persist({ hardState, entries, ...(stateWrite !== undefined ? { state: stateWrite } : {}) });
+      latencies.push(performance.now() - t0);
+      write?.written();
+      previous = entries;
+    }
+    const cpu = process.cpuUsage(cpu0);
+    await store.close();
+    latencies.sort((a, b) => a - b);
+    return {
+      p50Ms: quantile(latencies, 0.5),
+      p90Ms: quantile(latencies, 0.9),
+      p99Ms: quantile(latencies, 0.99),
+      opsPerBatch: ops / p.batches,
+      cpuUsPerEntry: (cpu.user + cpu.system) / (p.batches * p.entries),
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Runs `processes` children at once; each opens its store, says "ready", and starts on "go". */
+async function runChildren(processes: number, p: WriteParams): Promise<ChildResult[]> {
+  const args = ['--entries', String(p.entries), '--batches', String(p.batches), '--value-bytes', String(p.valueBytes), '--applies', p.applies];
+  const children = Array.from({ length: processes }, () =>
+    spawn(process.execPath, ['--import', 'tsx', SCRIPT_PATH, ...args], {
+      cwd: PROJECT_ROOT,
+      env: { ...process.env, [CHILD_ENV]: '1' },
+      stdio: ['pipe', 'pipe', 'inherit'],
+    }),
+  );
+  const results = children.map(
+    (child) =>
+      new Promise<{ ready: Promise<void>; result: Promise<ChildResult> }>((outer) => {
+        const lines = createInterface({ input: child.stdout! });
+        let markReady: () => void = () => {};
+        const ready = new Promise<void>((r) => (markReady = r));
+        const result = new Promise<ChildResult>((resolveResult, reject) => {
+          lines.on('line', (line) => {
+            if (line === 'ready') markReady();
+            else if (line.startsWith('{')) resolveResult(JSON.parse(line) as ChildResult);
+          });
+          child.on('exit', (code) => reject(new Error(`store-writes child exited with code ${code} before its result`)));
+          child.on('error', reject);
+        });
+        outer({ ready, result });
+      }),
+  );
+  const handles = await Promise.all(results);
+  await Promise.all(handles.map((h) => h.ready));
+  for (const child of children) child.stdin!.write('go\n');
+  return Promise.all(handles.map((h) => h.result));
+}
+
+async function childMain(p: WriteParams): Promise<void> {
+  const lines = createInterface({ input: process.stdin });
+  const go = new Promise<void>((r) => lines.once('line', () => r()));
+  const result = await writeBatches(p, async () => {
+    process.stdout.write('ready\n');
+    await go;
+  });
+  lines.close();
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+function table(runs: readonly RunResult[], p: WriteParams): string {
+  const f2 = (n: number): string => n.toFixed(2);
+  const lines = [
+    `store-writes: ${p.batches} synced batches of ${p.entries} put entries (${p.valueBytes} B values) per process, applies ${p.applies}`,
+    '',
+    '| processes at once | persist p50 ms | p90 ms | p99 ms | LevelDB ops per batch | CPU µs per entry |',
+    '|---:|---:|---:|---:|---:|---:|',
+    ...runs.map((r) => `| ${r.processes} | ${f2(r.p50Ms)} | ${f2(r.p90Ms)} | ${f2(r.p99Ms)} | ${Math.round(r.opsPerBatch)} | ${r.cpuUsPerEntry.toFixed(1)} |`),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+export async function main(): Promise<number> {
+  const v = parseScriptFlags('store-writes', USAGE, {
+    processes: { type: 'string', default: '1,3' },
+    entries: { type: 'string', default: '64' },
+    batches: { type: 'string', default: '300' },
+    'value-bytes': { type: 'string', default: '256' },
+    applies: { type: 'string', default: 'combined' },
+    json: { type: 'string' },
+  });
+  let params: WriteParams;
+  let processes: number[];
+  try {
+    if (v.applies !== 'combined' && v.applies !== 'none') throw new RangeError(`--applies must be combined or none, got "${v.applies}"`);
+    params = {
+      entries: positive('--entries', v.entries, 10_000),
+      batches: positive('--batches', v.batches, 1_000_000),
+      valueBytes: positive('--value-bytes', v['value-bytes'], 1 << 20),
+      applies: v.applies,
+    };
+    processes = parseProcesses(v.processes);
+  } catch (e) {
+    process.stderr.write(`store-writes: ${(e as Error).message}\n\n${USAGE}`);
+    return 64;
+  }
+  if (process.env[CHILD_ENV] === '1') {
+    await childMain(params);
+    return 0;
+  }
+  const runs: RunResult[] = [];
+  for (const n of processes) runs.push(combine(n, await runChildren(n, params)));
+  process.stdout.write(table(runs, params));
+  if (v.json !== undefined) writeFileSync(v.json, `${JSON.stringify({ params, runs }, null, 2)}\n`);
+  return 0;
+}
+
+// Run only as a script (the test imports the helpers above).
+if (process.argv[1] !== undefined && resolve(process.argv[1]) === SCRIPT_PATH) {
+  process.exitCode = await main();
+}
