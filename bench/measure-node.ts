@@ -13,6 +13,7 @@ import { availableParallelism, cpus, release, type as osType } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { ProcessCluster, retryUnavailable } from '../test/support/process-cluster.js';
+import { percentile } from './support/percentile.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -28,11 +29,6 @@ const RETRY_INTERVAL_MS = 20;
 /** Deadline of one write attempt during a failover; shorter than an election, so the client retries. */
 const ATTEMPT_TIMEOUT_MS = 500;
 const CLIENT_ID = 'measure-node';
-
-function percentile(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
-}
 
 const ms = (n: number): string => `${n.toFixed(2)} ms`;
 const sleep = (n: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, n));

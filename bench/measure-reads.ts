@@ -21,6 +21,7 @@ import { parseArgs } from 'node:util';
 import type * as pb from '../src/server/kv-proto.js';
 import { isolationLinks, ProcessCluster, raftkvCode, retryUnavailable, type KvClient } from '../test/support/process-cluster.js';
 import { waitFor } from '../test/support/wait.js';
+import { percentile } from './support/percentile.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -45,11 +46,6 @@ const ATTEMPT_TIMEOUT_MS = 500;
 const RETRY_INTERVAL_MS = 20;
 
 type Mode = 'LINEARIZABLE' | 'LEASE' | 'STALE';
-
-function percentile(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
-}
 
 const ms = (n: number): string => `${n.toFixed(2)} ms`;
 const sleep = (n: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, n));

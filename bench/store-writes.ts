@@ -28,13 +28,22 @@ import { encodeCommand } from '../src/kv/command.js';
 import type { Entry } from '../src/raft/index.js';
 import { NodeStore, type StateWrite } from '../src/storage/index.js';
 import type { PreparedWrite } from '../src/kv/state-machine.js';
+import { median } from './support/compare-table.js';
+import { percentile } from './support/percentile.js';
 import { parseScriptFlags } from './support/script-flags.js';
 
 const SCRIPT_PATH = fileURLToPath(import.meta.url);
 const PROJECT_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const KEY_COUNT = 10_000;
-/** Set by the parent on its children's environment. */
-const CHILD_ENV = 'RAFTKV_STORE_WRITES_CHILD';
+/**
+ * Limit: bytes of the entries a child makes before it starts (--batches × --entries × (--value-bytes
+ * + ENTRY_OVERHEAD_BYTES)), so that a large run is refused up front rather than running out of memory.
+ */
+export const MAX_PREPARED_BYTES = 512 * 1024 * 1024;
+/** What an entry takes besides its value, as counted against MAX_PREPARED_BYTES (key, command, objects). */
+const ENTRY_OVERHEAD_BYTES = 256;
+/** Set by the parent on its children's environment: the directory each is to write in. */
+const CHILD_ENV = 'RAFTKV_STORE_WRITES_CHILD_DIR';
 
 const USAGE = `usage: npx tsx bench/store-writes.ts [options]
 
@@ -69,16 +78,10 @@ export interface RunResult extends Omit<ChildResult, 'opsPerBatch'> {
   readonly opsPerBatch: number;
 }
 
-/** The value at quantile q of ascending `sorted` (nearest rank). */
-export function quantile(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) throw new RangeError('quantile of no values');
-  const rank = Math.min(sorted.length, Math.max(1, Math.ceil(q * sorted.length)));
-  return sorted[rank - 1]!;
-}
-
-/** The runs' figures: the median over the processes of each of their figures. */
+/** A run's figures: the median over its processes of each of their figures (of two: their mean). */
 export function combine(processes: number, children: readonly ChildResult[]): RunResult {
-  const med = (pick: (c: ChildResult) => number): number => quantile(children.map(pick).sort((a, b) => a - b), 0.5);
+  if (children.length === 0) throw new RangeError('combine: no process results');
+  const med = (pick: (c: ChildResult) => number): number => median(children.map(pick))!;
   return {
     processes,
     p50Ms: med((c) => c.p50Ms),
@@ -105,116 +108,162 @@ function positive(name: string, value: string, max: number): number {
   return n;
 }
 
-/** One child: persists the batches into a fresh store and returns its figures. */
-export async function writeBatches(p: WriteParams, signalReady: () => Promise<void> = async () => {}): Promise<ChildResult> {
-  const dir = mkdtempSync(join(tmpdir(), 'raftkv-store-writes-'));
-  try {
-    const store = await NodeStore.open(join(dir, 'node'), { clusterId: 'store-writes', nodeId: 1 });
-    const sm = await KvStateMachine.open(store, {});
-    const value = new Uint8Array(p.valueBytes).fill(0x76);
-    const latencies: number[] = [];
-    let index = 0;
-    let ops = 0;
-    let previous: Entry[] | undefined;
-    let state = 0x2545f491;
-    const nextKey = (): number => {
-      // xorshift32: the same key sequence in every child and run.
+/**
+ * Every batch's put entries, made before the clock starts so that the CPU counted is the store's and
+ * the state machine's, not this script's encoding. Keys follow a fixed xorshift32 sequence, the same
+ * in every child and run; entry i of each batch belongs to client i.
+ */
+function makeBatches(p: WriteParams): Entry[][] {
+  const value = new Uint8Array(p.valueBytes).fill(0x76);
+  const encoder = new TextEncoder();
+  let state = 0x2545f491;
+  let index = 0;
+  const batches: Entry[][] = [];
+  for (let b = 0; b < p.batches; b++) {
+    const entries: Entry[] = [];
+    for (let i = 0; i < p.entries; i++) {
       state ^= state << 13;
       state ^= state >>> 17;
       state ^= state << 5;
-      return (state >>> 0) % KEY_COUNT;
-    };
-    // Every batch's entries are made before the clock starts: the CPU counted is the store's and the
-    // state machine's, not this script's encoding.
-    const batches: Entry[][] = [];
-    for (let b = 0; b < p.batches; b++) {
-      const entries: Entry[] = [];
-      for (let i = 0; i < p.entries; i++) {
-        index++;
-        const key = new TextEncoder().encode(`store-writes/${String(nextKey()).padStart(8, '0')}`);
-        const data = encodeCommand({ op: 'put', key, value, clientId: `client-${i}`, seq: b + 1, proposedAtMs: 1_000_000 + b });
-        entries.push({ index, term: 1, type: 'normal', data });
-      }
-      batches.push(entries);
+      const key = encoder.encode(`store-writes/${String((state >>> 0) % KEY_COUNT).padStart(8, '0')}`);
+      const data = encodeCommand({ op: 'put', key, value, clientId: `client-${i}`, seq: b + 1, proposedAtMs: 1_000_000 + b });
+      entries.push({ index: ++index, term: 1, type: 'normal', data });
     }
-    await signalReady();
-    const cpu0 = process.cpuUsage();
-    for (const entries of batches) {
-      const last = entries[entries.length - 1]!.index;
-      // The previous batch is committed by now; its applies (when carried) reach its last index.
-      const hardState = { term: 1, vote: 1, commit: last - entries.length };
-      let write: PreparedWrite | undefined;
-      let stateWrite: StateWrite | undefined;
-      if (p.applies === 'combined' && previous !== undefined) {
-        await sm.prepare(previous);
-        write = sm.takeWrite();
-        if (write !== undefined) {
-          const data = [...(write.write.data ?? [])];
-          const sessions = [...(write.write.sessions ?? [])];
-          stateWrite = { ...write.write, data, sessions };
-          // The applies' puts: data, sessions, the applied index and the session clock.
-          ops += data.length + sessions.length + 2;
-        }
+    batches.push(entries);
+  }
+  return batches;
+}
+
+/** Persists `batches` one after the other, timing each persist call. */
+async function persistBatches(store: NodeStore, sm: KvStateMachine, batches: readonly Entry[][], p: WriteParams): Promise<ChildResult> {
+  const latencies: number[] = [];
+  let ops = 0;
+  let previous: readonly Entry[] | undefined;
+  const cpu0 = process.cpuUsage();
+  for (const entries of batches) {
+    // The previous batch is committed by now; its applies (when carried) reach its last index.
+    const hardState = { term: 1, vote: 1, commit: entries[0]!.index - 1 };
+    let write: PreparedWrite | undefined;
+    let state: StateWrite | undefined;
+    if (p.applies === 'combined' && previous !== undefined) {
+      await sm.prepare(previous);
+      write = sm.takeWrite();
+      if (write !== undefined) {
+        const data = [...(write.write.data ?? [])];
+        const sessions = [...(write.write.sessions ?? [])];
+        state = { ...write.write, data, sessions };
+        // The applies' puts: data, sessions, the applied index and the session clock.
+        ops += data.length + sessions.length + 2;
       }
-      ops += entries.length + 1;
-      const t0 = performance.now();
-      await store.persist({ hardState, entries, ...(stateWrite !== undefined ? { state: stateWrite } : {}) });
-      latencies.push(performance.now() - t0);
-      write?.written();
-      previous = entries;
     }
-    const cpu = process.cpuUsage(cpu0);
-    await store.close();
-    latencies.sort((a, b) => a - b);
-    return {
-      p50Ms: quantile(latencies, 0.5),
-      p90Ms: quantile(latencies, 0.9),
-      p99Ms: quantile(latencies, 0.99),
-      opsPerBatch: ops / p.batches,
-      cpuUsPerEntry: (cpu.user + cpu.system) / (p.batches * p.entries),
-    };
+    // The entries and the hard state (its commit moves every batch).
+    ops += entries.length + 1;
+    const t0 = performance.now();
+    await store.persist({ hardState, entries, ...(state !== undefined ? { state } : {}) });
+    latencies.push(performance.now() - t0);
+    write?.written();
+    previous = entries;
+  }
+  const cpu = process.cpuUsage(cpu0);
+  latencies.sort((a, b) => a - b);
+  return {
+    p50Ms: percentile(latencies, 0.5),
+    p90Ms: percentile(latencies, 0.9),
+    p99Ms: percentile(latencies, 0.99),
+    opsPerBatch: ops / p.batches,
+    cpuUsPerEntry: (cpu.user + cpu.system) / (p.batches * p.entries),
+  };
+}
+
+/**
+ * One writer: opens a store in `dir` (a fresh temporary directory, removed after, when none is
+ * given), makes its batches, waits for `signalReady`, persists them and returns its figures.
+ */
+export async function writeBatches(p: WriteParams, dir?: string, signalReady: () => Promise<void> = async () => {}): Promise<ChildResult> {
+  const own = dir === undefined ? mkdtempSync(join(tmpdir(), 'raftkv-store-writes-')) : undefined;
+  try {
+    const store = await NodeStore.open(join(dir ?? own!, 'node'), { clusterId: 'store-writes', nodeId: 1 });
+    try {
+      const sm = await KvStateMachine.open(store, {});
+      const batches = makeBatches(p);
+      await signalReady();
+      return await persistBatches(store, sm, batches, p);
+    } finally {
+      await store.close();
+    }
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    if (own !== undefined) rmSync(own, { recursive: true, force: true });
   }
 }
 
-/** Runs `processes` children at once; each opens its store, says "ready", and starts on "go". */
+/** A child's exit, as a reason: its code, or the signal that ended it. */
+function exitReason(code: number | null, signal: NodeJS.Signals | null): string {
+  return signal !== null ? `was killed by ${signal}` : `exited with code ${code}`;
+}
+
+/**
+ * Runs `processes` children at once; each opens its store, says "ready", and starts on "go". If one
+ * fails (exits without its result, or says something that is not its result), the others are killed
+ * and the run rejects with why.
+ */
 async function runChildren(processes: number, p: WriteParams): Promise<ChildResult[]> {
   const args = ['--entries', String(p.entries), '--batches', String(p.batches), '--value-bytes', String(p.valueBytes), '--applies', p.applies];
-  const children = Array.from({ length: processes }, () =>
+  // The parent makes and removes the children's directories, so that none is left however they end.
+  const dirs = Array.from({ length: processes }, () => mkdtempSync(join(tmpdir(), 'raftkv-store-writes-')));
+  const children = dirs.map((dir) =>
     spawn(process.execPath, ['--import', 'tsx', SCRIPT_PATH, ...args], {
       cwd: PROJECT_ROOT,
-      env: { ...process.env, [CHILD_ENV]: '1' },
+      env: { ...process.env, [CHILD_ENV]: dir },
       stdio: ['pipe', 'pipe', 'inherit'],
     }),
   );
-  const results = children.map(
-    (child) =>
-      new Promise<{ ready: Promise<void>; result: Promise<ChildResult> }>((outer) => {
-        const lines = createInterface({ input: child.stdout! });
-        let markReady: () => void = () => {};
-        const ready = new Promise<void>((r) => (markReady = r));
-        const result = new Promise<ChildResult>((resolveResult, reject) => {
-          lines.on('line', (line) => {
-            if (line === 'ready') markReady();
-            else if (line.startsWith('{')) resolveResult(JSON.parse(line) as ChildResult);
-          });
-          child.on('exit', (code) => reject(new Error(`store-writes child exited with code ${code} before its result`)));
-          child.on('error', reject);
-        });
-        outer({ ready, result });
-      }),
-  );
-  const handles = await Promise.all(results);
-  await Promise.all(handles.map((h) => h.ready));
-  for (const child of children) child.stdin!.write('go\n');
-  return Promise.all(handles.map((h) => h.result));
+  const runs = children.map((child, i) => {
+    let markReady!: () => void;
+    const ready = new Promise<void>((resolve) => (markReady = resolve));
+    const result = new Promise<ChildResult>((resolve, reject) => {
+      let got: ChildResult | undefined;
+      const lines = createInterface({ input: child.stdout! });
+      lines.on('line', (line) => {
+        if (line === 'ready') return markReady();
+        try {
+          got = JSON.parse(line) as ChildResult;
+        } catch {
+          reject(new Error(`child ${i + 1} said ${JSON.stringify(line.slice(0, 200))}, not its result`));
+        }
+      });
+      child.on('error', reject);
+      // 'close' comes after its output has been read, unlike 'exit'.
+      child.on('close', (code, signal) => {
+        if (got !== undefined && code === 0) resolve(got);
+        else reject(new Error(`child ${i + 1} ${exitReason(code, signal)} before its result`));
+      });
+    });
+    return { ready, result };
+  });
+  const all = Promise.all(runs.map((r) => r.result));
+  try {
+    // A child that fails before it is ready fails the run now.
+    await Promise.race([Promise.all(runs.map((r) => r.ready)), all]);
+    for (const child of children) child.stdin!.end('go\n');
+    return await all;
+  } catch (err) {
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await Promise.allSettled(runs.map((r) => r.result));
+    throw err;
+  } finally {
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  }
 }
 
-async function childMain(p: WriteParams): Promise<void> {
+async function childMain(p: WriteParams, dir: string): Promise<void> {
   const lines = createInterface({ input: process.stdin });
-  const go = new Promise<void>((r) => lines.once('line', () => r()));
-  const result = await writeBatches(p, async () => {
+  // The parent ends our stdin with "go"; an end without it means the parent is gone.
+  const go = new Promise<void>((resolve, reject) => {
+    lines.once('line', () => resolve());
+    lines.once('close', () => reject(new Error('stdin closed before "go"')));
+  });
+  go.catch(() => undefined);
+  const result = await writeBatches(p, dir, async () => {
     process.stdout.write('ready\n');
     await go;
   });
@@ -254,16 +303,33 @@ export async function main(): Promise<number> {
       applies: v.applies,
     };
     processes = parseProcesses(v.processes);
+    const prepared = params.batches * params.entries * (params.valueBytes + ENTRY_OVERHEAD_BYTES);
+    if (prepared > MAX_PREPARED_BYTES) {
+      throw new RangeError(
+        `--batches × --entries × (--value-bytes + ${ENTRY_OVERHEAD_BYTES}) = ${prepared} bytes of entries made up front, over the limit of ${MAX_PREPARED_BYTES} (MAX_PREPARED_BYTES)`,
+      );
+    }
   } catch (e) {
     process.stderr.write(`store-writes: ${(e as Error).message}\n\n${USAGE}`);
     return 64;
   }
-  if (process.env[CHILD_ENV] === '1') {
-    await childMain(params);
-    return 0;
+  const childDir = process.env[CHILD_ENV];
+  if (childDir !== undefined && childDir !== '') {
+    try {
+      await childMain(params, childDir);
+      return 0;
+    } catch (e) {
+      process.stderr.write(`store-writes child: ${(e as Error)?.message ?? String(e)}\n`);
+      return 1;
+    }
   }
   const runs: RunResult[] = [];
-  for (const n of processes) runs.push(combine(n, await runChildren(n, params)));
+  try {
+    for (const n of processes) runs.push(combine(n, await runChildren(n, params)));
+  } catch (e) {
+    process.stderr.write(`store-writes: ${(e as Error)?.message ?? String(e)}\n`);
+    return 1;
+  }
   process.stdout.write(table(runs, params));
   if (v.json !== undefined) writeFileSync(v.json, `${JSON.stringify({ params, runs }, null, 2)}\n`);
   return 0;
