@@ -26,8 +26,10 @@ import { fileURLToPath } from 'node:url';
 import { KvStateMachine } from '../src/kv/index.js';
 import { encodeCommand } from '../src/kv/command.js';
 import type { Entry } from '../src/raft/index.js';
+import { createRng } from '../src/raft/rng.js';
 import { NodeStore, type StateWrite } from '../src/storage/index.js';
 import type { PreparedWrite } from '../src/kv/state-machine.js';
+import { keyOf } from './kvbench/workload.js';
 import { median } from './support/compare-table.js';
 import { percentile } from './support/percentile.js';
 import { parseScriptFlags } from './support/script-flags.js';
@@ -35,6 +37,8 @@ import { parseScriptFlags } from './support/script-flags.js';
 const SCRIPT_PATH = fileURLToPath(import.meta.url);
 const PROJECT_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const KEY_COUNT = 10_000;
+/** The seed of the keys' draw: every run writes the same keys. */
+const KEY_SEED = 1;
 /**
  * Limit: bytes of the entries a child makes before it starts (--batches × --entries × (--value-bytes
  * + ENTRY_OVERHEAD_BYTES)), so that a large run is refused up front rather than running out of memory.
@@ -73,9 +77,8 @@ export interface ChildResult {
   readonly cpuUsPerEntry: number;
 }
 
-export interface RunResult extends Omit<ChildResult, 'opsPerBatch'> {
+export interface RunResult extends ChildResult {
   readonly processes: number;
-  readonly opsPerBatch: number;
 }
 
 /** A run's figures: the median over its processes of each of their figures (of two: their mean). */
@@ -92,14 +95,9 @@ export function combine(processes: number, children: readonly ChildResult[]): Ru
   };
 }
 
-/** "1,3" → [1, 3]; throws on anything but positive integers up to 16. */
+/** "1,3" → [1, 3]; throws on anything but integers from 1 to 16. */
 export function parseProcesses(list: string): number[] {
-  const items = list.split(',').map((s) => s.trim());
-  const out = items.map((s) => (/^\d+$/.test(s) ? Number(s) : NaN));
-  if (out.length === 0 || out.some((n) => !Number.isSafeInteger(n) || n < 1 || n > 16)) {
-    throw new RangeError(`--processes must be a comma-separated list of integers from 1 to 16, got "${list}"`);
-  }
-  return out;
+  return list.split(',').map((item) => positive('--processes (each item)', item.trim(), 16));
 }
 
 function positive(name: string, value: string, max: number): number {
@@ -110,22 +108,19 @@ function positive(name: string, value: string, max: number): number {
 
 /**
  * Every batch's put entries, made before the clock starts so that the CPU counted is the store's and
- * the state machine's, not this script's encoding. Keys follow a fixed xorshift32 sequence, the same
- * in every child and run; entry i of each batch belongs to client i.
+ * the state machine's, not this script's encoding. Keys are named as kvbench's and drawn from a
+ * fixed seed, the same in every child and run; entry i of each batch belongs to client i.
  */
 function makeBatches(p: WriteParams): Entry[][] {
   const value = new Uint8Array(p.valueBytes).fill(0x76);
   const encoder = new TextEncoder();
-  let state = 0x2545f491;
+  const rng = createRng(KEY_SEED);
   let index = 0;
   const batches: Entry[][] = [];
   for (let b = 0; b < p.batches; b++) {
     const entries: Entry[] = [];
     for (let i = 0; i < p.entries; i++) {
-      state ^= state << 13;
-      state ^= state >>> 17;
-      state ^= state << 5;
-      const key = encoder.encode(`store-writes/${String((state >>> 0) % KEY_COUNT).padStart(8, '0')}`);
+      const key = encoder.encode(keyOf('store-writes/', rng.int(KEY_COUNT)));
       const data = encodeCommand({ op: 'put', key, value, clientId: `client-${i}`, seq: b + 1, proposedAtMs: 1_000_000 + b });
       entries.push({ index: ++index, term: 1, type: 'normal', data });
     }

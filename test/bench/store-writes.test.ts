@@ -44,7 +44,7 @@ describe('writeBatches', () => {
   it("carries the previous batch's applies with --applies combined: data, sessions, applied index and clock", async () => {
     const r = await writeBatches({ entries: 4, batches: 5, valueBytes: 16, applies: 'combined' });
     // Batch 1: 4 entries and the hard state. Batches 2 to 5 add the previous batch's applies: its 4
-    // keys (the fixed key sequence repeats none within a batch), 4 sessions (one per client), the
+    // keys (the fixed seed's draw repeats none within a batch), 4 sessions (one per client), the
     // applied index and the clock.
     expect(r.opsPerBatch).toBe((5 + 4 * (5 + 4 + 4 + 2)) / 5);
   });
