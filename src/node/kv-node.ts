@@ -38,6 +38,7 @@ import { peerPackageDefinition, SNAPSHOT_CHUNK_OVERHEAD_BYTES } from '../transpo
 import { createLogger, type Logger, type LogLevel } from './logger.js';
 import { DEFAULT_COMMIT_DEFER_MS, RaftRuntime, type SnapshotTaken } from './raft-runtime.js';
 import { DEFAULT_SNAPSHOT_CHUNK_BYTES, SnapshotTransfers } from './snapshot-transfers.js';
+import { DEFAULT_READS_PER_TURN, TurnPacer } from './turn-pacer.js';
 
 export interface KvNodeConfig {
   readonly nodeId: NodeId;
@@ -58,8 +59,17 @@ export interface KvNodeConfig {
   readonly limits: RequestLimits;
   /** Limit: writes in progress on this node. */
   readonly maxPendingProposals: number;
-  /** Limit: reads waiting on this node. */
+  /**
+   * Limit: reads waiting on this node, for a read index or the applied index; as many again may
+   * wait for their turn (readsPerTurn).
+   */
   readonly maxPendingReads: number;
+  /**
+   * Reads served per turn of the event loop once their wait is over (0: all at once); the others
+   * wait for the next turns, so that the first answers leave while the rest are served. Default
+   * DEFAULT_READS_PER_TURN, at most MAX_READS_PER_TURN.
+   */
+  readonly readsPerTurn?: number;
   /** Limit: bytes of one gRPC message (client or snapshot chunk) and of one peer frame. */
   readonly maxMessageBytes: number;
   /** Limit: bytes of key records cached in memory for reads and applies (0: none). Default 64 MiB. */
@@ -144,6 +154,8 @@ export class KvNode {
   private runtime!: RaftRuntime<ApplyResult, SnapshotInstall, StateWrite>;
   private snapshots!: SnapshotTransfers;
   private readonly snapshotChunkBytes: number;
+  /** Paces the reads whose wait is over (see KvNodeConfig.readsPerTurn). */
+  private readonly readPacer: TurnPacer;
   private transport!: PeerTransport;
   private server!: grpc.Server;
   private listener: NodeListener | undefined;
@@ -197,6 +209,7 @@ export class KvNode {
           `maxMessageBytes=${config.maxMessageBytes} less ${SNAPSHOT_CHUNK_OVERHEAD_BYTES} bytes of framing, and at most ${DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES})`,
       );
     }
+    this.readPacer = new TurnPacer(config.readsPerTurn ?? DEFAULT_READS_PER_TURN, config.maxPendingReads, 'maxPendingReads');
     this.config = config;
     this.log = createLogger({ node: config.nodeId }, config.logLevel);
     this.fatal = opts.onFatal ?? ((err) => {
@@ -653,9 +666,12 @@ export class KvNode {
    *    lapsed, or asked of a follower) served as LINEARIZABLE;
    *  - STALE: at once from local state (after min_index, if given), unless staler than
    *    max_staleness_ms.
+   * A read whose wait is over may still wait a turn or more of the event loop (readsPerTurn): a
+   * STALE read before its checks, the others after their wait, before the header is made.
    */
   private async readBarrier(read: ReadRequestOptions, deadlineMs: number): Promise<pb.ResponseHeader> {
     const timeout = (): number => Math.max(1, deadlineMs - Date.now());
+    if (read.consistency === 'STALE') await this.readPacer.turn();
     if (read.consistency === 'STALE' && this.raft.role !== 'leader') {
       // As stale as the state at the index it would be served at: once the entries this node knows
       // to be committed are applied, or now.
@@ -704,11 +720,13 @@ export class KvNode {
       const leaseIndex = this.raft.leaseReadIndex();
       if (leaseIndex !== undefined) {
         await this.runtime.waitApplied(leaseIndex, timeout());
+        await this.readPacer.turn();
         return this.header(this.runtime.appliedIndex, 'LEASE');
       }
     }
     const index = await this.runtime.readIndex(timeout());
     await this.runtime.waitApplied(index, timeout());
+    await this.readPacer.turn();
     return this.header(this.runtime.appliedIndex, 'LINEARIZABLE');
   }
 

@@ -1,9 +1,10 @@
-// kvnode's option parsing: the apply and commit deferrals' defaults, their off switches and limits,
-// and the switch that keeps Node's HTTP/2 stream maps.
+// kvnode's option parsing: the apply and commit deferrals' and the read pacing's defaults, their off
+// switches and limits, and the switch that keeps Node's HTTP/2 stream maps.
 
 import { describe, expect, it } from 'vitest';
 import { buildProgram, resolveConfig } from '../../src/cli/kvnode.js';
 import { DEFAULT_APPLY_DEFER_MS, DEFAULT_COMMIT_DEFER_MS, MAX_APPLY_DEFER_MS, MAX_COMMIT_DEFER_MS } from '../../src/node/raft-runtime.js';
+import { DEFAULT_READS_PER_TURN, MAX_READS_PER_TURN } from '../../src/node/turn-pacer.js';
 
 const REQUIRED = ['--id', '1', '--members', '1=127.0.0.1:7001', '--data-dir', '/nonexistent/kvnode-options-test'];
 
@@ -38,6 +39,19 @@ describe('kvnode --commit-defer-ms', () => {
   it('refuses a value over the limit or below 0, naming the option and the limit', () => {
     expect(() => parse(['--commit-defer-ms', String(MAX_COMMIT_DEFER_MS + 1)])).toThrow(`--commit-defer-ms must be <= ${MAX_COMMIT_DEFER_MS}`);
     expect(() => parse(['--commit-defer-ms', '-1'])).toThrow('--commit-defer-ms must be an integer >= 0');
+  });
+});
+
+describe('kvnode --reads-per-turn', () => {
+  it('defaults to DEFAULT_READS_PER_TURN and takes 0 (all at once) up to MAX_READS_PER_TURN', () => {
+    expect(parse([]).readsPerTurn).toBe(DEFAULT_READS_PER_TURN);
+    expect(parse(['--reads-per-turn', '0']).readsPerTurn).toBe(0);
+    expect(parse(['--reads-per-turn', String(MAX_READS_PER_TURN)]).readsPerTurn).toBe(MAX_READS_PER_TURN);
+  });
+
+  it('refuses a value over the limit or below 0, naming the option and the limit', () => {
+    expect(() => parse(['--reads-per-turn', String(MAX_READS_PER_TURN + 1)])).toThrow(`--reads-per-turn must be <= ${MAX_READS_PER_TURN}`);
+    expect(() => parse(['--reads-per-turn', '-1'])).toThrow('--reads-per-turn must be an integer >= 0');
   });
 });
 
