@@ -16,42 +16,23 @@ function parse(extra: string[]): ReturnType<typeof resolveConfig> {
   return resolveConfig(program);
 }
 
-describe('kvnode --apply-defer-ms', () => {
-  it('defaults to DEFAULT_APPLY_DEFER_MS and takes 0 (never wait) up to MAX_APPLY_DEFER_MS', () => {
-    expect(parse([]).applyDeferMs).toBe(DEFAULT_APPLY_DEFER_MS);
-    expect(parse(['--apply-defer-ms', '0']).applyDeferMs).toBe(0);
-    expect(parse(['--apply-defer-ms', String(MAX_APPLY_DEFER_MS)]).applyDeferMs).toBe(MAX_APPLY_DEFER_MS);
+/** Integer options with a default, 0 as their off switch, and a named upper limit. */
+const BOUNDED_OPTIONS = [
+  { flag: '--apply-defer-ms', key: 'applyDeferMs', def: DEFAULT_APPLY_DEFER_MS, max: MAX_APPLY_DEFER_MS, zero: 'never wait' },
+  { flag: '--commit-defer-ms', key: 'commitDeferMs', def: DEFAULT_COMMIT_DEFER_MS, max: MAX_COMMIT_DEFER_MS, zero: 'send at once' },
+  { flag: '--reads-per-turn', key: 'readsPerTurn', def: DEFAULT_READS_PER_TURN, max: MAX_READS_PER_TURN, zero: 'all at once' },
+] as const;
+
+describe.each(BOUNDED_OPTIONS)('kvnode $flag', ({ flag, key, def, max, zero }) => {
+  it(`defaults to ${def} and takes 0 (${zero}) up to ${max}`, () => {
+    expect(parse([])[key]).toBe(def);
+    expect(parse([flag, '0'])[key]).toBe(0);
+    expect(parse([flag, String(max)])[key]).toBe(max);
   });
 
   it('refuses a value over the limit or below 0, naming the option and the limit', () => {
-    expect(() => parse(['--apply-defer-ms', String(MAX_APPLY_DEFER_MS + 1)])).toThrow(`--apply-defer-ms must be <= ${MAX_APPLY_DEFER_MS}`);
-    expect(() => parse(['--apply-defer-ms', '-1'])).toThrow('--apply-defer-ms must be an integer >= 0');
-  });
-});
-
-describe('kvnode --commit-defer-ms', () => {
-  it('defaults to DEFAULT_COMMIT_DEFER_MS and takes 0 (send at once) up to MAX_COMMIT_DEFER_MS', () => {
-    expect(parse([]).commitDeferMs).toBe(DEFAULT_COMMIT_DEFER_MS);
-    expect(parse(['--commit-defer-ms', '0']).commitDeferMs).toBe(0);
-    expect(parse(['--commit-defer-ms', String(MAX_COMMIT_DEFER_MS)]).commitDeferMs).toBe(MAX_COMMIT_DEFER_MS);
-  });
-
-  it('refuses a value over the limit or below 0, naming the option and the limit', () => {
-    expect(() => parse(['--commit-defer-ms', String(MAX_COMMIT_DEFER_MS + 1)])).toThrow(`--commit-defer-ms must be <= ${MAX_COMMIT_DEFER_MS}`);
-    expect(() => parse(['--commit-defer-ms', '-1'])).toThrow('--commit-defer-ms must be an integer >= 0');
-  });
-});
-
-describe('kvnode --reads-per-turn', () => {
-  it('defaults to DEFAULT_READS_PER_TURN and takes 0 (all at once) up to MAX_READS_PER_TURN', () => {
-    expect(parse([]).readsPerTurn).toBe(DEFAULT_READS_PER_TURN);
-    expect(parse(['--reads-per-turn', '0']).readsPerTurn).toBe(0);
-    expect(parse(['--reads-per-turn', String(MAX_READS_PER_TURN)]).readsPerTurn).toBe(MAX_READS_PER_TURN);
-  });
-
-  it('refuses a value over the limit or below 0, naming the option and the limit', () => {
-    expect(() => parse(['--reads-per-turn', String(MAX_READS_PER_TURN + 1)])).toThrow(`--reads-per-turn must be <= ${MAX_READS_PER_TURN}`);
-    expect(() => parse(['--reads-per-turn', '-1'])).toThrow('--reads-per-turn must be an integer >= 0');
+    expect(() => parse([flag, String(max + 1)])).toThrow(`${flag} must be <= ${max}`);
+    expect(() => parse([flag, '-1'])).toThrow(`${flag} must be an integer >= 0`);
   });
 });
 
