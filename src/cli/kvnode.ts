@@ -9,7 +9,7 @@ import type { LogLevel } from '../node/logger.js';
 import { DEFAULT_CACHE_BYTES } from '../kv/state-machine.js';
 import { DEFAULT_APPLY_DEFER_MS, DEFAULT_COMMIT_DEFER_MS, MAX_APPLY_DEFER_MS, MAX_COMMIT_DEFER_MS } from '../node/raft-runtime.js';
 import { DEFAULT_SNAPSHOT_CHUNK_BYTES } from '../node/snapshot-transfers.js';
-import { DEFAULT_READS_PER_TURN, MAX_READS_PER_TURN } from '../node/turn-pacer.js';
+import { DEFAULT_READS_PER_TURN, MAX_READS_PER_TURN } from '../node/read-pacer.js';
 import { parseHostPort } from '../transport/node-listener.js';
 import { MAX_CLUSTER_ID_BYTES, MAX_WIRE_NODE_ID } from '../transport/peer-wire.js';
 
@@ -70,7 +70,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--max-range-page <n>', 'limit: pairs in one Range page').argParser(int('--max-range-page', 1)).default(l.maxRangePageSize))
     .addOption(new Option('--max-client-id-bytes <n>', 'limit: bytes in a session client id').argParser(int('--max-client-id-bytes', 1)).default(l.maxClientIdBytes))
     .addOption(new Option('--max-pending-proposals <n>', 'limit: writes in progress on this node').argParser(int('--max-pending-proposals', 1)).default(d.maxPendingProposals))
-    .addOption(new Option('--max-pending-reads <n>', 'limit: reads waiting on this node').argParser(int('--max-pending-reads', 1)).default(d.maxPendingReads))
+    .addOption(new Option('--max-pending-reads <n>', 'limit: reads in progress on this node (waiting for a read index, the applied index, or their turn)').argParser(int('--max-pending-reads', 1)).default(d.maxPendingReads))
     .addOption(
       new Option('--reads-per-turn <n>', 'reads served per turn of the event loop once their wait is over; the rest wait for the next turns (0: all at once)')
         .argParser(int('--reads-per-turn', 0, MAX_READS_PER_TURN))

@@ -7,7 +7,7 @@ import { randomInt } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
-import { NotLeaderError, RaftKvError } from '../errors.js';
+import { LimitError, NotLeaderError, RaftKvError } from '../errors.js';
 import { encodeCommand, type ApplyResult, type Command, type WriteResult } from '../kv/command.js';
 import type { KvRecord } from '../kv/record.js';
 import { DEFAULT_CACHE_BYTES, KvStateMachine } from '../kv/state-machine.js';
@@ -38,7 +38,7 @@ import { peerPackageDefinition, SNAPSHOT_CHUNK_OVERHEAD_BYTES } from '../transpo
 import { createLogger, type Logger, type LogLevel } from './logger.js';
 import { DEFAULT_COMMIT_DEFER_MS, RaftRuntime, type SnapshotTaken } from './raft-runtime.js';
 import { DEFAULT_SNAPSHOT_CHUNK_BYTES, SnapshotTransfers } from './snapshot-transfers.js';
-import { DEFAULT_READS_PER_TURN, TurnPacer } from './turn-pacer.js';
+import { DEFAULT_READS_PER_TURN, ReadPacer } from './read-pacer.js';
 
 export interface KvNodeConfig {
   readonly nodeId: NodeId;
@@ -59,10 +59,7 @@ export interface KvNodeConfig {
   readonly limits: RequestLimits;
   /** Limit: writes in progress on this node. */
   readonly maxPendingProposals: number;
-  /**
-   * Limit: reads waiting on this node, for a read index or the applied index; as many again may
-   * wait for their turn (readsPerTurn).
-   */
+  /** Limit: reads in progress on this node (waiting for a read index, the applied index, or their turn). */
   readonly maxPendingReads: number;
   /**
    * Reads served per turn of the event loop once their wait is over (0: all at once); the others
@@ -155,7 +152,7 @@ export class KvNode {
   private snapshots!: SnapshotTransfers;
   private readonly snapshotChunkBytes: number;
   /** Paces the reads whose wait is over (see KvNodeConfig.readsPerTurn). */
-  private readonly readPacer: TurnPacer;
+  private readonly readPacer: ReadPacer;
   private transport!: PeerTransport;
   private server!: grpc.Server;
   private listener: NodeListener | undefined;
@@ -209,7 +206,7 @@ export class KvNode {
           `maxMessageBytes=${config.maxMessageBytes} less ${SNAPSHOT_CHUNK_OVERHEAD_BYTES} bytes of framing, and at most ${DEFAULT_MAX_SNAPSHOT_CHUNK_BYTES})`,
       );
     }
-    this.readPacer = new TurnPacer(config.readsPerTurn ?? DEFAULT_READS_PER_TURN, config.maxPendingReads, 'maxPendingReads');
+    this.readPacer = new ReadPacer(config.readsPerTurn ?? DEFAULT_READS_PER_TURN, config.maxPendingReads);
     this.config = config;
     this.log = createLogger({ node: config.nodeId }, config.logLevel);
     this.fatal = opts.onFatal ?? ((err) => {
@@ -666,12 +663,17 @@ export class KvNode {
    *    lapsed, or asked of a follower) served as LINEARIZABLE;
    *  - STALE: at once from local state (after min_index, if given), unless staler than
    *    max_staleness_ms.
-   * A read whose wait is over may still wait a turn or more of the event loop (readsPerTurn): a
-   * STALE read before its checks, the others after their wait, before the header is made.
+   * A read may also wait a turn or more of the event loop (readsPerTurn): a STALE read when it
+   * arrives, before its checks, the others after their wait, before the header is made. One limit,
+   * maxPendingReads, covers a read from here to its serving.
    */
   private async readBarrier(read: ReadRequestOptions, deadlineMs: number): Promise<pb.ResponseHeader> {
     const timeout = (): number => Math.max(1, deadlineMs - Date.now());
-    if (read.consistency === 'STALE') await this.readPacer.turn();
+    const max = this.config.maxPendingReads;
+    if (this.runtime.pendingReadCount() + this.readPacer.waitingCount >= max) {
+      throw new LimitError('TOO_MANY_REQUESTS', 'maxPendingReads', max, 'too many reads in progress on this node');
+    }
+    if (read.consistency === 'STALE') await this.readPacer.turn(deadlineMs);
     if (read.consistency === 'STALE' && this.raft.role !== 'leader') {
       // As stale as the state at the index it would be served at: once the entries this node knows
       // to be committed are applied, or now.
@@ -720,13 +722,13 @@ export class KvNode {
       const leaseIndex = this.raft.leaseReadIndex();
       if (leaseIndex !== undefined) {
         await this.runtime.waitApplied(leaseIndex, timeout());
-        await this.readPacer.turn();
+        await this.readPacer.turn(deadlineMs);
         return this.header(this.runtime.appliedIndex, 'LEASE');
       }
     }
     const index = await this.runtime.readIndex(timeout());
     await this.runtime.waitApplied(index, timeout());
-    await this.readPacer.turn();
+    await this.readPacer.turn(deadlineMs);
     return this.header(this.runtime.appliedIndex, 'LINEARIZABLE');
   }
 

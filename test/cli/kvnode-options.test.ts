@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { buildProgram, resolveConfig } from '../../src/cli/kvnode.js';
 import { DEFAULT_APPLY_DEFER_MS, DEFAULT_COMMIT_DEFER_MS, MAX_APPLY_DEFER_MS, MAX_COMMIT_DEFER_MS } from '../../src/node/raft-runtime.js';
-import { DEFAULT_READS_PER_TURN, MAX_READS_PER_TURN } from '../../src/node/turn-pacer.js';
+import { DEFAULT_READS_PER_TURN, MAX_READS_PER_TURN } from '../../src/node/read-pacer.js';
 
 const REQUIRED = ['--id', '1', '--members', '1=127.0.0.1:7001', '--data-dir', '/nonexistent/kvnode-options-test'];
 

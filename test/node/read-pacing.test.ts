@@ -1,6 +1,6 @@
 // Reads served a few per turn (readsPerTurn), seen from a client of an in-process 3-node cluster
-// that lets one read through per turn and two more wait: reads of every consistency still return
-// what was written, and the reads beyond the waiting limit are refused, naming it.
+// that lets one read through per turn and has at most two reads in progress: reads of every
+// consistency still return what was written, and reads beyond the limit are refused, naming it.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KvClient, KvError } from '../../src/index.js';
