@@ -9,9 +9,10 @@
 // the time goes").
 //
 // A turn here is the time between two runs of the pacer's setImmediate callback: at most perTurn
-// reads go in it, those it lets go at its start and those that go at once after it, so at most
-// perTurn answers share one write (when they are made at once). A read that finds the turn's quota
-// unused and nobody waiting goes at once: a node under light load adds no delay.
+// reads go in it, those it lets go at its start and those that go at once after it. Node runs its
+// own immediates (an HTTP/2 session's pending writes) before the script's, so the answers of one
+// turn made at once should leave in one write, apart from the next turn's. A read that finds the
+// turn's quota unused and nobody waiting goes at once: a node under light load adds no delay.
 
 import { LimitError, RaftKvError } from '../errors.js';
 import { RingQueue } from '../transport/ring-queue.js';
