@@ -11,7 +11,7 @@
 // A turn here is the time between two runs of the pacer's setImmediate callback: at most perTurn
 // reads go in it, those it lets go at its start and those that go at once after it. Node runs its
 // own immediates (an HTTP/2 session's pending writes) before the script's, so the answers of one
-// turn made at once should leave in one write, apart from the next turn's. A read that finds the
+// turn made at once leave in one write, apart from the next turn's (README). A read that finds the
 // turn's quota unused and nobody waiting goes at once: a node under light load adds no delay.
 
 import { LimitError, RaftKvError } from '../errors.js';
