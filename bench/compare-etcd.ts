@@ -17,7 +17,8 @@
 // on the median ratios: one run moves by tens of percent on a shared machine.
 //
 // A script, not a test: it asserts nothing. Run: npx tsx bench/compare-etcd.ts
-// Options: --duration S (10), --warmup S (2), --rounds N (1), --json FILE, --only NAME,... , --seed N (random).
+// Options: --duration S (10), --warmup S (2), --rounds N (1), --json FILE, --only NAME,... ,
+// --put-clients N,... (puts at other numbers of clients), --seed N (random).
 
 import { writeFile } from 'node:fs/promises';
 import { availableParallelism, cpus, release, type as osType } from 'node:os';
@@ -31,9 +32,9 @@ import {
   formatComparison,
   formatRounds,
   summarizeRounds,
-  WORKLOADS,
   type ComparePair,
 } from './support/compare-table.js';
+import { COMPARE_WORKLOADS, putSweep, selectWorkloads, type CompareWorkload } from './support/compare-workloads.js';
 import { EtcdCluster, ensureEtcdInstalled } from './support/etcd-cluster.js';
 import { parseScriptFlags } from './support/script-flags.js';
 import { ProcessCluster } from '../test/support/process-cluster.js';
@@ -45,53 +46,6 @@ const LEADER_TIMEOUT_MS = 30_000;
 const PROGRESS_INTERVAL_MS = 1_000;
 /** Limit on --rounds: each round is 12 runs of (warm-up + duration) plus cluster start-ups. */
 const MAX_ROUNDS = 20;
-
-interface CompareWorkload {
-  readonly name: string;
-  readonly description: string;
-  /** The workload on raftkv (over the common settings). */
-  readonly spec: Partial<WorkloadSpec>;
-  /** What etcd runs instead, where it differs. */
-  readonly etcdSpec?: Partial<WorkloadSpec>;
-  /** Said under the table. */
-  readonly note?: string;
-}
-
-const COMPARE_WORKLOADS: readonly CompareWorkload[] = [
-  {
-    name: WORKLOADS.put64,
-    description: 'puts, 64 clients, 256 B values, 10,000 keys uniform',
-    spec: { clients: 64, mix: { put: 1, get: 0, cas: 0 } },
-  },
-  {
-    name: WORKLOADS.put1,
-    description: 'puts, 1 client, 256 B values, 10,000 keys uniform (latency: p50 is the figure)',
-    spec: { clients: 1, mix: { put: 1, get: 0, cas: 0 } },
-  },
-  {
-    name: WORKLOADS.getLin64,
-    description: 'LINEARIZABLE gets, 64 clients, 10,000 keys preloaded with 256 B values',
-    spec: { clients: 64, mix: { put: 0, get: 1, cas: 0 }, consistency: 'linearizable', preload: true },
-  },
-  {
-    name: WORKLOADS.getLease64,
-    description: 'raftkv LEASE gets, 64 clients, 10,000 keys preloaded; etcd: linearizable gets',
-    spec: { clients: 64, mix: { put: 0, get: 1, cas: 0 }, consistency: 'lease', preload: true },
-    etcdSpec: { consistency: 'linearizable' },
-    note: 'etcd has no lease-based read; its column is its linearizable get (the reference a LEASE read must beat)',
-  },
-  {
-    name: WORKLOADS.getStale64,
-    description: 'STALE gets (etcd: serializable), 64 clients, 10,000 keys preloaded',
-    spec: { clients: 64, mix: { put: 0, get: 1, cas: 0 }, consistency: 'stale', preload: true },
-    note: 'etcd serves it as a serializable read (served by the member asked, from its own state)',
-  },
-  {
-    name: WORKLOADS.mixed,
-    description: '50% puts, 50% LINEARIZABLE gets, 64 clients, zipf keys, preloaded',
-    spec: { clients: 64, mix: { put: 50, get: 50, cas: 0 }, consistency: 'linearizable', keyDistribution: 'zipf', preload: true },
-  },
-];
 
 const USAGE = `Usage: npx tsx bench/compare-etcd.ts [options]
 
@@ -105,6 +59,9 @@ Options:
   --rounds N       run everything N times, alternating which system goes first, and judge the
                    targets on the median ratio over the rounds (default 1)
   --only NAMES     comma-separated workloads (${COMPARE_WORKLOADS.map((w) => w.name).join(', ')})
+  --put-clients N,...
+                   also puts at these numbers of clients (put-N: as put-64, at N clients), after
+                   the workloads above; e.g. --only put-64 --put-clients 16,32,128,256
   --json FILE      also write every result as JSON
   --seed N         seed of the key and operation choices (default: random, printed)
   -h, --help       this text
@@ -116,6 +73,7 @@ const flags = parseScriptFlags('compare-etcd', USAGE, {
   rounds: { type: 'string', default: '1' },
   json: { type: 'string' },
   only: { type: 'string' },
+  'put-clients': { type: 'string' },
   seed: { type: 'string' },
 });
 
@@ -123,14 +81,6 @@ function positiveNumber(flag: string, raw: string, allowZero = false): number {
   const n = Number(raw);
   if (!Number.isFinite(n) || n < 0 || (!allowZero && n === 0)) throw new Error(`--${flag} must be a ${allowZero ? 'non-negative' : 'positive'} number, got '${raw}'`);
   return n;
-}
-
-function selectWorkloads(only: string | undefined): CompareWorkload[] {
-  if (only === undefined) return [...COMPARE_WORKLOADS];
-  const names = only.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  const unknown = names.filter((n) => !COMPARE_WORKLOADS.some((w) => w.name === n));
-  if (unknown.length > 0) throw new Error(`--only: unknown workload ${unknown.join(', ')} (known: ${COMPARE_WORKLOADS.map((w) => w.name).join(', ')})`);
-  return COMPARE_WORKLOADS.filter((w) => names.includes(w.name));
 }
 
 /** A running cluster of either system, as the runner needs it. */
@@ -215,7 +165,7 @@ async function main(): Promise<void> {
   if (!Number.isSafeInteger(rounds) || rounds < 1 || rounds > MAX_ROUNDS) throw new Error(`--rounds must be an integer from 1 to ${MAX_ROUNDS}, got '${flags.rounds}'`);
   const seed = flags.seed !== undefined ? Number(flags.seed) : Math.floor(Math.random() * 2 ** 31);
   if (!Number.isSafeInteger(seed)) throw new Error(`--seed must be an integer, got '${flags.seed}'`);
-  const selected = selectWorkloads(flags.only);
+  const selected = [...selectWorkloads(flags.only), ...(flags['put-clients'] !== undefined ? putSweep(flags['put-clients']) : [])];
 
   const etcd = await ensureEtcdInstalled();
   const args = process.argv.slice(2);
