@@ -21,11 +21,7 @@ export interface CompareWorkload {
 }
 
 export const COMPARE_WORKLOADS: readonly CompareWorkload[] = [
-  {
-    name: WORKLOADS.put64,
-    description: 'puts, 64 clients, 256 B values, 10,000 keys uniform',
-    spec: { clients: 64, mix: { put: 1, get: 0, cas: 0 } },
-  },
+  putWorkload(64),
   {
     name: WORKLOADS.put1,
     description: 'puts, 1 client, 256 B values, 10,000 keys uniform (latency: p50 is the figure)',
