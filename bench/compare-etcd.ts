@@ -34,7 +34,7 @@ import {
   summarizeRounds,
   type ComparePair,
 } from './support/compare-table.js';
-import { COMPARE_WORKLOADS, putSweep, selectWorkloads, type CompareWorkload } from './support/compare-workloads.js';
+import { COMPARE_WORKLOADS, selectAll, type CompareWorkload } from './support/compare-workloads.js';
 import { EtcdCluster, ensureEtcdInstalled } from './support/etcd-cluster.js';
 import { parseScriptFlags } from './support/script-flags.js';
 import { ProcessCluster } from '../test/support/process-cluster.js';
@@ -44,7 +44,10 @@ const KEYS = 10_000;
 const VALUE_BYTES = 256;
 const LEADER_TIMEOUT_MS = 30_000;
 const PROGRESS_INTERVAL_MS = 1_000;
-/** Limit on --rounds: each round is 12 runs of (warm-up + duration) plus cluster start-ups. */
+/**
+ * Limit on --rounds: each round is two runs of (warm-up + duration) per workload, plus cluster
+ * start-ups (12 runs for the six standard workloads, up to 16 more with --put-clients).
+ */
 const MAX_ROUNDS = 20;
 
 const USAGE = `Usage: npx tsx bench/compare-etcd.ts [options]
@@ -165,7 +168,7 @@ async function main(): Promise<void> {
   if (!Number.isSafeInteger(rounds) || rounds < 1 || rounds > MAX_ROUNDS) throw new Error(`--rounds must be an integer from 1 to ${MAX_ROUNDS}, got '${flags.rounds}'`);
   const seed = flags.seed !== undefined ? Number(flags.seed) : Math.floor(Math.random() * 2 ** 31);
   if (!Number.isSafeInteger(seed)) throw new Error(`--seed must be an integer, got '${flags.seed}'`);
-  const selected = [...selectWorkloads(flags.only), ...(flags['put-clients'] !== undefined ? putSweep(flags['put-clients']) : [])];
+  const selected = selectAll(flags.only, flags['put-clients']);
 
   const etcd = await ensureEtcdInstalled();
   const args = process.argv.slice(2);

@@ -22,11 +22,7 @@ export interface CompareWorkload {
 
 export const COMPARE_WORKLOADS: readonly CompareWorkload[] = [
   putWorkload(64),
-  {
-    name: WORKLOADS.put1,
-    description: 'puts, 1 client, 256 B values, 10,000 keys uniform (latency: p50 is the figure)',
-    spec: { clients: 1, mix: { put: 1, get: 0, cas: 0 } },
-  },
+  { ...putWorkload(1), description: 'puts, 1 client, 256 B values, 10,000 keys uniform (latency: p50 is the figure)' },
   {
     name: WORKLOADS.getLin64,
     description: 'LINEARIZABLE gets, 64 clients, 10,000 keys preloaded with 256 B values',
@@ -57,8 +53,16 @@ export function selectWorkloads(only: string | undefined): CompareWorkload[] {
   if (only === undefined) return [...COMPARE_WORKLOADS];
   const names = only.split(',').map((s) => s.trim()).filter((s) => s !== '');
   const unknown = names.filter((n) => !COMPARE_WORKLOADS.some((w) => w.name === n));
-  if (unknown.length > 0) throw new RangeError(`--only: unknown workload ${unknown.join(', ')} (known: ${COMPARE_WORKLOADS.map((w) => w.name).join(', ')})`);
+  if (unknown.length > 0) {
+    const sweepHint = unknown.some((n) => /^put-\d+$/.test(n)) ? '; puts at other numbers of clients: --put-clients N,...' : '';
+    throw new RangeError(`--only: unknown workload ${unknown.join(', ')} (known: ${COMPARE_WORKLOADS.map((w) => w.name).join(', ')}${sweepHint})`);
+  }
   return COMPARE_WORKLOADS.filter((w) => names.includes(w.name));
+}
+
+/** What a run of compare-etcd measures: --only's workloads (all without it), then --put-clients' puts. */
+export function selectAll(only: string | undefined, putClients: string | undefined): CompareWorkload[] {
+  return [...selectWorkloads(only), ...(putClients !== undefined ? putSweep(putClients) : [])];
 }
 
 /** A put workload at `clients` clients, as put-64 is at 64 (the name says how many). */

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { defaultWorkload, MAX_CLIENTS, validateWorkload } from '../../bench/kvbench/workload.js';
 import { WORKLOADS } from '../../bench/support/compare-table.js';
-import { COMPARE_WORKLOADS, MAX_PUT_SWEEP, putSweep, putWorkload, selectWorkloads } from '../../bench/support/compare-workloads.js';
+import { COMPARE_WORKLOADS, MAX_PUT_SWEEP, putSweep, putWorkload, selectAll, selectWorkloads } from '../../bench/support/compare-workloads.js';
 
 describe('selectWorkloads', () => {
   it('takes every workload the targets name, in order, without --only', () => {
@@ -14,7 +14,14 @@ describe('selectWorkloads', () => {
 
   it('takes the named ones in their own order, and refuses a name it does not know', () => {
     expect(selectWorkloads(' get-lin-64 ,put-64').map((w) => w.name)).toEqual(['put-64', 'get-lin-64']);
-    expect(() => selectWorkloads('put-64,put-16')).toThrow(/--only: unknown workload put-16 \(known: put-64, put-1,/);
+    expect(() => selectWorkloads('put-64,put-16')).toThrow(/--only: unknown workload put-16 \(known: put-64, put-1,.*; puts at other numbers of clients: --put-clients N/);
+    expect(() => selectWorkloads('get-64')).toThrow(/unknown workload get-64 \(known: [^;]*\)$/);
+  });
+
+  it('runs --only\'s workloads, then the --put-clients puts', () => {
+    expect(selectAll('get-lin-64,put-64', '256,16').map((w) => w.name)).toEqual(['put-64', 'get-lin-64', 'put-256', 'put-16']);
+    expect(selectAll(undefined, '16').map((w) => w.name)).toEqual([...Object.values(WORKLOADS), 'put-16']);
+    expect(selectAll('put-1', undefined).map((w) => w.name)).toEqual(['put-1']);
   });
 });
 
@@ -22,7 +29,10 @@ describe('putSweep (--put-clients)', () => {
   it('makes put-N workloads that differ from put-64 only in the number of clients', () => {
     const sweep = putSweep('16, 32,1000');
     expect(sweep.map((w) => w.name)).toEqual(['put-16', 'put-32', 'put-1000']);
+    // put-64, which target (1) is judged on, is what it has always been; the sweep's puts differ only in clients.
     const put64 = COMPARE_WORKLOADS.find((w) => w.name === WORKLOADS.put64)!;
+    expect(put64.spec).toEqual({ clients: 64, mix: { put: 1, get: 0, cas: 0 } });
+    expect(COMPARE_WORKLOADS.find((w) => w.name === WORKLOADS.put1)!.spec).toEqual({ clients: 1, mix: { put: 1, get: 0, cas: 0 } });
     for (const w of sweep) {
       expect({ ...w.spec, clients: 64 }).toEqual(put64.spec);
       expect(w.etcdSpec).toBeUndefined();
@@ -44,5 +54,6 @@ describe('putSweep (--put-clients)', () => {
     const tooMany = Array.from({ length: MAX_PUT_SWEEP + 1 }, (_, i) => i + 2).join(',');
     expect(() => putSweep(tooMany)).toThrow(`at most ${MAX_PUT_SWEEP} numbers of clients (limit MAX_PUT_SWEEP), got ${MAX_PUT_SWEEP + 1}`);
     expect(putSweep(Array.from({ length: MAX_PUT_SWEEP }, (_, i) => i + 2).join(','))).toHaveLength(MAX_PUT_SWEEP);
+    expect(putSweep(String(MAX_CLIENTS)).map((w) => w.name)).toEqual([`put-${MAX_CLIENTS}`]);
   });
 });
