@@ -182,7 +182,7 @@ function judge(
     id,
     description,
     verdict: meets(r, rule) ? 'PASS' : 'MISS',
-    detail: `${a.label} ${fmtMetric(va!, m)} vs ${b.label} ${fmtMetric(vb!, m)}: ${fmtRatio(r)} (needs ${ruleText(rule)})`,
+    detail: `${a.label} ${fmtMetric(va!, m)} vs ${b.label} ${fmtMetric(vb!, m)}: ${fmtVerdictRatio(r, rule)} (needs ${ruleText(rule)})`,
     ratio: r,
     rule,
   };
@@ -190,6 +190,15 @@ function judge(
 
 function meets(r: number, rule: TargetRule): boolean {
   return rule.how === 'atLeast' ? r >= rule.limit : rule.how === 'atMost' ? r <= rule.limit : r > rule.limit;
+}
+
+/**
+ * A ratio in a verdict's text: two decimals, or three when two would print the limit itself for a
+ * ratio on either side of it (0.998× against "≥ 1.0×" is a miss that two decimals show as 1.00×).
+ */
+export function fmtVerdictRatio(r: number | undefined, rule: TargetRule): string {
+  if (r === undefined || r === rule.limit || r.toFixed(2) !== rule.limit.toFixed(2)) return fmtRatio(r);
+  return `${r.toFixed(3)}×`;
 }
 
 function ruleText(rule: TargetRule): string {
@@ -439,7 +448,7 @@ export function formatRounds(rounds: readonly (readonly ComparePair[])[]): strin
   const targets = summarizeRounds(rounds);
   const lines = targets.map((t) => ({
     ...t,
-    detail: `median ${fmtRatio(t.median)} (needs ${ruleText(t.rule)}); rounds ${t.ratios.map(fmtRatio).join(', ')}; passed in ${t.passedRounds} of ${rounds.length}`,
+    detail: `median ${fmtVerdictRatio(t.median, t.rule)} (needs ${ruleText(t.rule)}); rounds ${t.ratios.map((r) => fmtVerdictRatio(r, t.rule)).join(', ')}; passed in ${t.passedRounds} of ${rounds.length}`,
   }));
   const roles = formatRoundsRoleTable(rounds);
   return [

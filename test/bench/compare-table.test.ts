@@ -205,6 +205,24 @@ describe('evaluateTargets', () => {
     expect(byId(targets, '5d').verdict).toBe('PASS');
   });
 
+  it('prints a third decimal where two would show the limit for a ratio beside it', () => {
+    const pairs = passingPairs();
+    // 4,939 / 4,950 = 0.9978: a miss of "≥ 1.0×" that two decimals would print as 1.00×.
+    pairs[2] = { name: WORKLOADS.getLin64, raftkv: result('raftkv', { opsPerSec: 4_939, cpuUsPerOp: 50 }), etcd: result('etcd', { opsPerSec: 4_950, cpuUsPerOp: 50 }) };
+    // 35.2 / 50 = 0.704: a miss of "≤ 0.7×" (LEASE against LINEARIZABLE CPU).
+    pairs[3] = { name: WORKLOADS.getLease64, raftkv: result('raftkv', { opsPerSec: 30_000, cpuUsPerOp: 35.2 }), etcd: result('etcd', { opsPerSec: 20_000, cpuUsPerOp: 50 }) };
+    const targets = evaluateTargets(pairs);
+    expect(byId(targets, '3').verdict).toBe('MISS');
+    expect(byId(targets, '3').detail).toContain(': 0.998× (needs ≥ 1.0×)');
+    expect(byId(targets, '4a').verdict).toBe('MISS');
+    expect(byId(targets, '4a').detail).toContain(': 0.704× (needs ≤ 0.7×)');
+    // Far from the limit, or on it exactly: two decimals.
+    expect(byId(targets, '1').detail).toContain(': 1.20× (needs');
+    expect(byId(targets, '5c').detail).toContain(': 1.00× (needs ≤ 1.0×)');
+    const rounds = formatRounds([pairs, passingPairs(), pairs]);
+    expect(rounds).toMatch(/\(3\) +MISS .*\n +median 0\.998× \(needs ≥ 1\.0×\); rounds 0\.998×, 1\.00×, 0\.998×; passed in 1 of 3/);
+  });
+
   it('says N/A, not PASS or MISS, when a figure is missing', () => {
     const pairs = passingPairs().filter((p) => p.name !== WORKLOADS.put1);
     pairs[0] = { name: WORKLOADS.put64, raftkv: result('raftkv', { opsPerSec: 12_000 }), etcd: result('etcd', { opsPerSec: 10_000, cpuUsPerOp: 100 }) };
