@@ -193,12 +193,17 @@ function meets(r: number, rule: TargetRule): boolean {
 }
 
 /**
- * A ratio in a verdict's text: two decimals, or three when two would print the limit itself for a
- * ratio on either side of it (0.998× against "≥ 1.0×" is a miss that two decimals show as 1.00×).
+ * A ratio in a verdict's text: two decimals, or as many more (up to six) as it takes to tell a ratio
+ * that is not the limit from the limit (0.998× against "≥ 1.0×" is a miss that two decimals would
+ * print as 1.00×, and 0.9996× one that three would print as 1.000×).
  */
 export function fmtVerdictRatio(r: number | undefined, rule: TargetRule): string {
   if (r === undefined || r === rule.limit || r.toFixed(2) !== rule.limit.toFixed(2)) return fmtRatio(r);
-  return `${r.toFixed(3)}×`;
+  for (let digits = 3; digits < 6; digits++) {
+    const s = r.toFixed(digits);
+    if (s !== rule.limit.toFixed(digits)) return `${s}×`;
+  }
+  return `${r.toFixed(6)}×`;
 }
 
 function ruleText(rule: TargetRule): string {

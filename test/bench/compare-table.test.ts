@@ -219,6 +219,10 @@ describe('evaluateTargets', () => {
     // Far from the limit, or on it exactly: two decimals.
     expect(byId(targets, '1').detail).toContain(': 1.20× (needs');
     expect(byId(targets, '5c').detail).toContain(': 1.00× (needs ≤ 1.0×)');
+    // 9,996 / 10,000 = 0.9996: three decimals would print 1.000×.
+    pairs[2] = { name: WORKLOADS.getLin64, raftkv: result('raftkv', { opsPerSec: 9_996, cpuUsPerOp: 50 }), etcd: result('etcd', { opsPerSec: 10_000, cpuUsPerOp: 50 }) };
+    expect(byId(evaluateTargets(pairs), '3').detail).toContain(': 0.9996× (needs ≥ 1.0×)');
+    pairs[2] = { name: WORKLOADS.getLin64, raftkv: result('raftkv', { opsPerSec: 4_939, cpuUsPerOp: 50 }), etcd: result('etcd', { opsPerSec: 4_950, cpuUsPerOp: 50 }) };
     const rounds = formatRounds([pairs, passingPairs(), pairs]);
     expect(rounds).toMatch(/\(3\) +MISS .*\n +median 0\.998× \(needs ≥ 1\.0×\); rounds 0\.998×, 1\.00×, 0\.998×; passed in 1 of 3/);
   });
