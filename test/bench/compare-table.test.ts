@@ -205,10 +205,15 @@ describe('evaluateTargets', () => {
     expect(byId(targets, '5d').verdict).toBe('PASS');
   });
 
-  it('prints a third decimal where two would show the limit for a ratio beside it', () => {
+  it('prints more decimals where two would show the limit for a ratio beside it', () => {
+    const linearizable = (raftkvOps: number, etcdOps: number): ComparePair => ({
+      name: WORKLOADS.getLin64,
+      raftkv: result('raftkv', { opsPerSec: raftkvOps, cpuUsPerOp: 50 }),
+      etcd: result('etcd', { opsPerSec: etcdOps, cpuUsPerOp: 50 }),
+    });
     const pairs = passingPairs();
     // 4,939 / 4,950 = 0.9978: a miss of "≥ 1.0×" that two decimals would print as 1.00×.
-    pairs[2] = { name: WORKLOADS.getLin64, raftkv: result('raftkv', { opsPerSec: 4_939, cpuUsPerOp: 50 }), etcd: result('etcd', { opsPerSec: 4_950, cpuUsPerOp: 50 }) };
+    pairs[2] = linearizable(4_939, 4_950);
     // 35.2 / 50 = 0.704: a miss of "≤ 0.7×" (LEASE against LINEARIZABLE CPU).
     pairs[3] = { name: WORKLOADS.getLease64, raftkv: result('raftkv', { opsPerSec: 30_000, cpuUsPerOp: 35.2 }), etcd: result('etcd', { opsPerSec: 20_000, cpuUsPerOp: 50 }) };
     const targets = evaluateTargets(pairs);
@@ -219,12 +224,11 @@ describe('evaluateTargets', () => {
     // Far from the limit, or on it exactly: two decimals.
     expect(byId(targets, '1').detail).toContain(': 1.20× (needs');
     expect(byId(targets, '5c').detail).toContain(': 1.00× (needs ≤ 1.0×)');
-    // 9,996 / 10,000 = 0.9996: three decimals would print 1.000×.
-    pairs[2] = { name: WORKLOADS.getLin64, raftkv: result('raftkv', { opsPerSec: 9_996, cpuUsPerOp: 50 }), etcd: result('etcd', { opsPerSec: 10_000, cpuUsPerOp: 50 }) };
-    expect(byId(evaluateTargets(pairs), '3').detail).toContain(': 0.9996× (needs ≥ 1.0×)');
-    pairs[2] = { name: WORKLOADS.getLin64, raftkv: result('raftkv', { opsPerSec: 4_939, cpuUsPerOp: 50 }), etcd: result('etcd', { opsPerSec: 4_950, cpuUsPerOp: 50 }) };
     const rounds = formatRounds([pairs, passingPairs(), pairs]);
     expect(rounds).toMatch(/\(3\) +MISS .*\n +median 0\.998× \(needs ≥ 1\.0×\); rounds 0\.998×, 1\.00×, 0\.998×; passed in 1 of 3/);
+    // 9,996 / 10,000 = 0.9996: three decimals would print 1.000×.
+    pairs[2] = linearizable(9_996, 10_000);
+    expect(byId(evaluateTargets(pairs), '3').detail).toContain(': 0.9996× (needs ≥ 1.0×)');
   });
 
   it('says N/A, not PASS or MISS, when a figure is missing', () => {
