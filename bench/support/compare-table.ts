@@ -198,8 +198,8 @@ function meets(r: number, rule: TargetRule): boolean {
  * print as 1.00×, and 0.9996× one that three would print as 1.000×).
  */
 export function fmtVerdictRatio(r: number | undefined, rule: TargetRule): string {
-  if (r === undefined || r === rule.limit || r.toFixed(2) !== rule.limit.toFixed(2)) return fmtRatio(r);
-  for (let digits = 3; digits < 6; digits++) {
+  if (r === undefined || r === rule.limit) return fmtRatio(r);
+  for (let digits = 2; digits < 6; digits++) {
     const s = r.toFixed(digits);
     if (s !== rule.limit.toFixed(digits)) return `${s}×`;
   }
